@@ -1,0 +1,245 @@
+"""`syncd` command line: sync, check, metrics, export, simulate.
+
+Exit codes: 0 everything ok · 1 a source failed (the others still synced) or a check failed ·
+2 configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from syncd import __version__
+from syncd.config import Config, load_config
+from syncd.errors import ConfigError, SyncdError
+from syncd.logs import LEVELS, configure
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _parse_as_of(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="syncd", description=(
+        "Flow warehouse: syncs tracker histories and computes Flow Framework metrics."))
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    parser.add_argument("--log-level", choices=LEVELS, default="warning",
+                        help="log events at this level and above to stderr (default: warning)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-c", "--config", required=True, help="the TOML configuration file")
+
+    p = sub.add_parser("sync", help="one pass over the sources, then metric update")
+    with_config(p)
+    p.add_argument("--source", action="append", help="only this source (repeatable)")
+    p.add_argument("--full", action="store_true", help="ignore cursors: refetch everything")
+
+    p = sub.add_parser("check", help="validate the config and each source's connectivity")
+    with_config(p)
+
+    p = sub.add_parser("metrics", help="print flow metrics")
+    with_config(p)
+    p.add_argument("--period", choices=("day", "week", "month", "quarter"), default="week")
+    p.add_argument("--value-stream")
+    p.add_argument("--as-of", type=_parse_as_of,
+                   help="compute as of this time (ISO 8601; default now)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p.add_argument("--last", type=int, default=0,
+                   help="table format: only the last N periods per value stream (0 = all)")
+
+    p = sub.add_parser("export", help="export items or transitions")
+    p.add_argument("what", choices=("items", "transitions"))
+    with_config(p)
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+
+    p = sub.add_parser("simulate", help="run the built-in tracker simulator",
+                       add_help=False)
+    p.add_argument("tracker", choices=("jira",))
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure(args.log_level)
+    if args.command == "simulate":
+        from syncd.simulator.jira import main as simulate_jira
+
+        return simulate_jira(list(args.rest))
+    try:
+        config = load_config(args.config)
+        handler = {"sync": cmd_sync, "check": cmd_check, "metrics": cmd_metrics,
+                   "export": cmd_export}[args.command]
+        return handler(config, args, sys.stdout)
+    except ConfigError as exc:
+        print(f"syncd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SyncdError as exc:
+        print(f"syncd: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("syncd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _warehouse(config: Config) -> Any:
+    from syncd.warehouse.store import Warehouse
+
+    return Warehouse(config.warehouse.resolved_url())
+
+
+def cmd_sync(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.http import HttpClient
+    from syncd.metrics.incremental import update_metrics
+    from syncd.sync import sync_all
+
+    if args.source:
+        for name in args.source:
+            config.source(name)
+    warehouse = _warehouse(config)
+    with HttpClient(config.http) as http:
+        results = sync_all(config, warehouse, http, sources=args.source, full=args.full)
+    stats = update_metrics(warehouse, as_of=datetime.now(UTC))
+    for r in results:
+        status = "ok" if r.ok else "FAILED"
+        line = (f"{r.source}: {status} — {r.items} items in {r.pages} pages, {r.requests} "
+                f"requests, {r.retries} retries, {r.skipped} skipped, {r.seconds:.1f} s")
+        if r.error:
+            line += f"\n  error: {r.error}"
+        print(line, file=out)
+    print(f"metrics: {'full recompute' if stats.full else 'incremental update'}, "
+          f"{stats.rows} rows written", file=out)
+    warehouse.close()
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.http import HttpClient
+    from syncd.sync import make_connector
+
+    ok = True
+    try:
+        warehouse = _warehouse(config)
+        warehouse.close()
+        print(f"warehouse: ok ({warehouse.dialect})", file=out)
+    except Exception as exc:
+        ok = False
+        print(f"warehouse: cannot open: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+              file=out)
+    with HttpClient(config.http) as http:
+        for source in config.enabled_sources:
+            try:
+                results = make_connector(source, http).check()
+            except SyncdError as exc:
+                ok = False
+                print(f"{source.name}: {exc}", file=out)
+                continue
+            for result in results:
+                ok = ok and result.ok
+                print(("ok   " if result.ok else "FAIL ") + result.what, file=out)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_metrics(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.metrics.incremental import compute_in_memory, stored_rows, update_metrics
+
+    warehouse = _warehouse(config)
+    if args.as_of is not None:
+        rows = compute_in_memory(warehouse, kind=args.period, as_of=args.as_of,
+                                 value_stream=args.value_stream)
+    else:
+        update_metrics(warehouse, as_of=datetime.now(UTC))
+        rows = stored_rows(warehouse, kind=args.period, value_stream=args.value_stream)
+    warehouse.close()
+    if args.format == "json":
+        json.dump([r.to_json() for r in rows], out, ensure_ascii=False, indent=1)
+        out.write("\n")
+    elif args.format == "csv":
+        from syncd.export import metric_record_flat
+
+        flat = [metric_record_flat(r) for r in rows]
+        if flat:
+            writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows({k: "" if v is None else v for k, v in f.items()} for f in flat)
+    else:
+        print_table(rows, out, last=args.last)
+    return EXIT_OK
+
+
+def _days(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 86400:.1f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def print_table(rows: Sequence[Any], out: TextIO, *, last: int = 0) -> None:
+    """A readable table of the all-types rows: one line per value stream and period."""
+    all_rows = [r for r in rows if r.flow_type == "all"]
+    if last:
+        per_vs: dict[str, list[Any]] = {}
+        for r in all_rows:
+            per_vs.setdefault(r.value_stream, []).append(r)
+        all_rows = [r for vs_rows in per_vs.values() for r in vs_rows[-last:]]
+    if not all_rows:
+        print("no metrics yet: run `syncd sync` first", file=out)
+        return
+    header = (f"{'value stream':<16} {'period':<11} {'velocity':>8} {'ft p50 d':>8} "
+              f"{'ft p85 d':>8} {'effic.':>6} {'load':>5} {'load avg':>8} {'age p85 d':>9}  "
+              f"distribution (feature/defect/risk/debt/unclassified)")
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for r in all_rows:
+        dist = r.distribution
+        shares = ("/".join(f"{dist.get(t, 0) * 100:.0f}" for t in
+                           ("feature", "defect", "risk", "debt", "unclassified"))
+                  if dist else "-")
+        load_avg = "-" if r.load_avg is None else f"{r.load_avg:.1f}"
+        print(f"{r.value_stream[:16]:<16} {r.period_start.date().isoformat():<11} "
+              f"{r.velocity:>8} {_days(r.flow_time.p50_s):>8} {_days(r.flow_time.p85_s):>8} "
+              f"{_pct(r.efficiency):>6} {r.load_end:>5} {load_avg:>8} "
+              f"{_days(r.age.p85_s):>9}  {shares}", file=out)
+
+
+def cmd_export(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.export import (
+        ITEM_COLUMNS,
+        TRANSITION_COLUMNS,
+        iter_items,
+        iter_transitions,
+        write_records,
+    )
+
+    warehouse = _warehouse(config)
+    records = iter_items(warehouse) if args.what == "items" else iter_transitions(warehouse)
+    columns = ITEM_COLUMNS if args.what == "items" else TRANSITION_COLUMNS
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as handle:
+            count = write_records(records, handle, args.format, columns)
+        print(f"{count} {args.what} written to {args.output}", file=sys.stderr)
+    else:
+        write_records(records, out, args.format, columns)
+    warehouse.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

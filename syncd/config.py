@@ -1,0 +1,259 @@
+"""Configuration: one TOML file parsed into typed models and validated once at start.
+
+Every error names the file, the key and what was expected. Secrets are never in the file:
+a source names the environment variable (`token_env`) or the file (`token_file`) holding them,
+and the value is read into a `SecretStr`, which never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from syncd.domain import FLOW_TYPES, Stage
+from syncd.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """'5m', '30s', '1h', '2d', '250ms' or a number of seconds → timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    raise ValueError(f"expected a duration like '5m', '30s', '1h' or seconds, got {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WarehouseConfig(_Strict):
+    """Where the warehouse lives. SQLite by default; `postgresql://…` for teams."""
+
+    url: str = "sqlite:///syncd.db"
+    url_env: str | None = None
+    #: raw pages older than this are pruned after a successful run; 0 keeps them forever
+    raw_retention_days: int = Field(default=90, ge=0)
+
+    def resolved_url(self) -> str:
+        if self.url_env:
+            value = os.environ.get(self.url_env)
+            if not value:
+                raise ConfigError(f"environment variable {self.url_env} is not set",
+                                  key="warehouse.url_env")
+            return value
+        return self.url
+
+
+class HttpConfig(_Strict):
+    """The one HTTP layer every connector shares."""
+
+    timeout: Duration = timedelta(seconds=30)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    backoff_initial: Duration = timedelta(seconds=1)
+    backoff_max: Duration = timedelta(seconds=120)
+    #: a Retry-After longer than this fails the request rather than blocking the source
+    max_retry_after: Duration = timedelta(minutes=15)
+    max_connections: int = Field(default=8, ge=1)
+
+
+class SyncConfig(_Strict):
+    """How incremental syncing behaves across sources."""
+
+    lookback: Duration = timedelta(minutes=5)
+
+
+class FlowTypeRule(_Strict):
+    """An item gets `flow_type` when its type is in `issue_types` or it has one of `labels`
+    (case-insensitive). Rules are tried in order; the first match wins."""
+
+    flow_type: str
+    issue_types: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+
+    @field_validator("flow_type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in FLOW_TYPES:
+            raise ValueError(f"expected one of {', '.join(FLOW_TYPES)}, got {value!r}")
+        return value
+
+
+class SourceConfig(BaseModel):
+    """Keys shared by every source. Connectors subclass it with their own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str
+    url: str
+    value_stream: str | None = None
+    token_env: str | None = None
+    token_file: Path | None = None
+    enabled: bool = True
+    #: stage overrides: tracker state name or id → stage
+    stages: dict[str, Stage] = Field(default_factory=dict)
+    #: flow type rules; empty means the connector's defaults
+    flow_types: list[FlowTypeRule] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> SourceConfig:
+        if self.token_env and self.token_file:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+    @property
+    def stream_value(self) -> str:
+        """The value stream of this source's items (the source name when not configured)."""
+        return self.value_stream or self.name
+
+    def token(self) -> SecretStr | None:
+        """The source's secret, read from the environment or the file named in the config."""
+        return read_secret(self.token_env, self.token_file, f"sources.{self.name}")
+
+
+def read_secret(env: str | None, file: Path | None, where: str, *,
+                env_key: str = "token_env", file_key: str = "token_file") -> SecretStr | None:
+    """Read a secret by environment variable name or file path; None when neither is set."""
+    if env:
+        value = os.environ.get(env)
+        if value is None or not value.strip():
+            raise ConfigError(f"environment variable {env} is not set or empty",
+                              key=f"{where}.{env_key}")
+        return SecretStr(value.strip())
+    if file:
+        try:
+            return SecretStr(file.read_text(encoding="utf-8").strip())
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {file}: {exc.strerror}",
+                              key=f"{where}.{file_key}") from None
+    return None
+
+
+class Config(BaseModel):
+    """The whole configuration file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    path: Path
+    warehouse: WarehouseConfig = WarehouseConfig()
+    http: HttpConfig = HttpConfig()
+    sync: SyncConfig = SyncConfig()
+    sources: list[Any] = Field(default_factory=list)  # each a SourceConfig subclass instance
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                assert isinstance(source, SourceConfig)
+                return source
+        names = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"no source named {name!r} (configured: {names})", file=str(self.path))
+
+    @property
+    def enabled_sources(self) -> list[SourceConfig]:
+        return [s for s in self.sources if s.enabled]
+
+
+def _location(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _explain(exc: ValidationError, file: str, prefix: str = "") -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = _location(tuple(err["loc"]), prefix)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{file}: {key}: {message}")
+    error = ConfigError("\n".join(lines))
+    error.file = file
+    return error
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file. Raises ConfigError naming file, key and expectation."""
+    from syncd.registry import connector_class  # late: loading connectors needs config types
+
+    file = Path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(file)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(file)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(file)) from None
+
+    raw_sources = data.pop("sources", [])
+    if not isinstance(raw_sources, list):
+        raise ConfigError("expected an array of tables [[sources]]", file=str(file), key="sources")
+    try:
+        config = Config(path=file, **data)
+    except ValidationError as exc:
+        raise _explain(exc, str(file)) from None
+
+    sources: list[SourceConfig] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_sources):
+        key = f"sources[{index}]"
+        if not isinstance(raw, dict):
+            raise ConfigError("expected a table", file=str(file), key=key)
+        kind = raw.get("kind")
+        if not isinstance(kind, str):
+            raise ConfigError("required key 'kind' is missing or not a string",
+                              file=str(file), key=f"{key}.kind")
+        try:
+            model = connector_class(kind).config_model
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=str(file), key=f"{key}.kind") from None
+        try:
+            source = model(**raw)
+        except ValidationError as exc:
+            raise _explain(exc, str(file), key) from None
+        if source.name in seen:
+            raise ConfigError(f"duplicate source name {source.name!r}",
+                              file=str(file), key=f"{key}.name")
+        seen.add(source.name)
+        sources.append(source)
+    return config.model_copy(update={"sources": sources})

@@ -1,0 +1,364 @@
+"""The warehouse: engine set-up for SQLite and PostgreSQL, and the writes the sync engine and
+the metrics module need, each in one transaction.
+
+Bulk writes use `INSERT … ON CONFLICT DO UPDATE` through SQLAlchemy Core on the SQLModel
+tables: no ORM unit-of-work on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import SQLModel
+
+from syncd.contract import Cursor, Page
+from syncd.domain import FlowItem, Stage, Transition
+from syncd.errors import ConfigError
+from syncd.metrics.figures import item_figures
+from syncd.warehouse.models import (
+    SCHEMA_VERSION,
+    CursorRow,
+    DirtySpanRow,
+    ItemRow,
+    LinkRow,
+    MetaRow,
+    MetricRowRecord,
+    RawPageRow,
+    SyncRunRow,
+    TransitionRow,
+)
+
+RAW = RawPageRow.__table__  # type: ignore[attr-defined]
+ITEMS = ItemRow.__table__  # type: ignore[attr-defined]
+TRANSITIONS = TransitionRow.__table__  # type: ignore[attr-defined]
+LINKS = LinkRow.__table__  # type: ignore[attr-defined]
+CURSORS = CursorRow.__table__  # type: ignore[attr-defined]
+RUNS = SyncRunRow.__table__  # type: ignore[attr-defined]
+METRICS = MetricRowRecord.__table__  # type: ignore[attr-defined]
+DIRTY = DirtySpanRow.__table__  # type: ignore[attr-defined]
+META = MetaRow.__table__  # type: ignore[attr-defined]
+
+_CHUNK = 500
+
+
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def engine_url(url: str) -> str:
+    """Accept the URLs users write and pick the driver syncd ships (psycopg 3)."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_engine(url: str) -> Engine:
+    """An engine for a warehouse URL: SQLite in WAL mode, or PostgreSQL via psycopg."""
+    url = engine_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    if url.startswith("postgresql"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    raise ConfigError(f"unsupported warehouse URL scheme in {url.split('://')[0]!r}: "
+                      "expected sqlite:/// or postgresql://", key="warehouse.url")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """An item as the metrics module reads it back."""
+
+    source: str
+    item_id: str
+    key: str
+    flow_type: str
+    value_stream: str
+    transitions: tuple[Transition, ...]
+
+
+class Warehouse:
+    """Everything syncd keeps, behind a few transactional operations."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.dialect = self.engine.dialect.name
+        if create:
+            self.create_schema()
+
+    def __repr__(self) -> str:
+        return f"Warehouse(dialect={self.dialect!r})"
+
+    def create_schema(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+        with self.begin() as conn:
+            self.upsert(conn, META, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}],
+                        ["key"])
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back on any error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def upsert(self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
+               keys: Sequence[str]) -> None:
+        """INSERT … ON CONFLICT (keys) DO UPDATE for both dialects."""
+        if not rows:
+            return
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(table)
+        update = {c.name: stmt.excluded[c.name] for c in table.columns
+                  if c.name not in keys and c.name in rows[0]}
+        stmt = (stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
+                if update else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+        conn.execute(stmt, list(rows))
+
+    # -- meta ----------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(META.c.value).where(META.c.key == key)).scalar()
+
+    def set_meta(self, conn: Connection, key: str, value: str) -> None:
+        self.upsert(conn, META, [{"key": key, "value": value}], ["key"])
+
+    # -- runs and cursors ----------------------------------------------------------------
+
+    def start_run(self, run_id: str, source: str, started_at: datetime) -> None:
+        with self.begin() as conn:
+            conn.execute(RUNS.insert().values(run_id=run_id, source=source,
+                                              started_at=started_at, status="running"))
+
+    def finish_run(self, run_id: str, *, status: str, finished_at: datetime,
+                   counts: Mapping[str, int], error: str | None = None) -> None:
+        with self.begin() as conn:
+            conn.execute(RUNS.update().where(RUNS.c.run_id == run_id).values(
+                status=status, finished_at=finished_at, error=error, **counts))
+
+    def runs(self, source: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(RUNS).order_by(RUNS.c.started_at)
+        if source:
+            query = query.where(RUNS.c.source == source)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def get_cursor(self, source: str, stream: str) -> Cursor | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(CURSORS.c.watermark, CURSORS.c.state).where(
+                CURSORS.c.source == source, CURSORS.c.stream == stream)).first()
+        if row is None:
+            return None
+        return Cursor(watermark=row.watermark, state=json.loads(row.state))
+
+    def known_updated(self, source: str, ids: Sequence[str]) -> dict[str, datetime]:
+        """Stored `updated_at` by item id, for the ids that are in the warehouse."""
+        out: dict[str, datetime] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                for row in conn.execute(sa.select(ITEMS.c.item_id, ITEMS.c.updated_at).where(
+                        ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))):
+                    out[row.item_id] = row.updated_at
+        return out
+
+    # -- the page commit -----------------------------------------------------------------
+
+    def commit_page(self, *, source: str, stream: str, run_id: str, page: Page,
+                    now: datetime) -> int:
+        """Write a page's raw responses, items, transitions, links, the metric spans they
+        dirty, and the stream's new cursor, all in one transaction. Returns items written."""
+        items = _dedupe_latest(page.items)
+        with self.begin() as conn:
+            if page.raws:
+                conn.execute(RAW.insert(), [{
+                    "source": source, "stream": raw.stream, "run_id": run_id,
+                    "method": raw.method, "url": raw.url,
+                    "params": json.dumps(raw.params, sort_keys=True, default=str),
+                    "body": json.dumps(raw.body, separators=(",", ":"), ensure_ascii=False),
+                    "fetched_at": raw.fetched_at,
+                } for raw in page.raws])
+            if items:
+                self._write_items(conn, source, items, now)
+            self.upsert(conn, CURSORS, [{
+                "source": source, "stream": stream, "watermark": page.cursor.watermark,
+                "state": json.dumps(dict(page.cursor.state), sort_keys=True, default=str),
+                "run_id": run_id, "updated_at": now,
+            }], ["source", "stream"])
+        return len(items)
+
+    def _write_items(self, conn: Connection, source: str, items: Sequence[FlowItem],
+                     now: datetime) -> None:
+        ids = [item.id for item in items]
+        old_spans: list[tuple[str, datetime | None, datetime | None]] = []
+        for chunk in _chunks(ids):
+            old_spans.extend(
+                (r.value_stream, r.work_start, r.work_end)
+                for r in conn.execute(sa.select(
+                    ITEMS.c.value_stream, ITEMS.c.work_start, ITEMS.c.work_end).where(
+                    ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))))
+            conn.execute(TRANSITIONS.delete().where(
+                TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk)))
+            conn.execute(LINKS.delete().where(
+                LINKS.c.source == source, LINKS.c.item_id.in_(chunk)))
+
+        item_rows: list[dict[str, Any]] = []
+        transition_rows: list[dict[str, Any]] = []
+        link_rows: list[dict[str, Any]] = []
+        new_spans: list[tuple[str, datetime | None, datetime | None]] = []
+        for item in items:
+            figures = item_figures(item.transitions)
+            item_rows.append({
+                "source": source, "item_id": item.id, "key": item.key, "kind": item.kind,
+                "title": item.title, "project": item.project, "flow_type": item.flow_type,
+                "value_stream": item.value_stream, "stage": item.stage.value,
+                "state": item.state, "created_at": item.created_at,
+                "updated_at": item.updated_at, "work_start": figures.work_start,
+                "work_end": figures.work_end,
+                "outcome": figures.outcome.value if figures.outcome else None,
+                "flow_time_s": figures.flow_time_s, "active_s": figures.active_s,
+                "wait_s": figures.wait_s, "deleted_at": None, "synced_at": now,
+            })
+            new_spans.append((item.value_stream, figures.work_start, figures.work_end))
+            transition_rows.extend({
+                "source": source, "item_id": item.id, "seq": seq, "at": t.at,
+                "from_state": t.from_state, "to_state": t.to_state,
+                "from_stage": t.from_stage.value if t.from_stage else None,
+                "to_stage": t.to_stage.value,
+            } for seq, t in enumerate(item.transitions))
+            link_rows.extend({
+                "source": source, "item_id": item.id, "link_type": link.link_type,
+                "direction": link.direction, "target_key": link.target_key,
+                "target_id": link.target_id,
+            } for link in {(lk.link_type, lk.direction, lk.target_key): lk
+                           for lk in item.links}.values())
+        self.upsert(conn, ITEMS, item_rows, ["source", "item_id"])
+        if transition_rows:
+            conn.execute(TRANSITIONS.insert(), transition_rows)
+        if link_rows:
+            conn.execute(LINKS.insert(), link_rows)
+        self._mark_dirty(conn, old_spans + new_spans, now)
+
+    # -- metric bookkeeping --------------------------------------------------------------
+
+    def _mark_dirty(self, conn: Connection,
+                    spans: Iterable[tuple[str, datetime | None, datetime | None]],
+                    now: datetime) -> None:
+        rows = [{"value_stream": vs, "span_start": start, "span_end": end}
+                for vs, start, end in merge_spans(spans, now)]
+        if rows:
+            conn.execute(DIRTY.insert(), rows)
+
+    def take_dirty(self, conn: Connection) -> list[tuple[str, datetime, datetime]]:
+        """Read and clear the dirty spans (inside the caller's transaction)."""
+        rows = conn.execute(sa.select(DIRTY.c.id, DIRTY.c.value_stream, DIRTY.c.span_start,
+                                      DIRTY.c.span_end)).all()
+        if rows:
+            for chunk in _chunks([r.id for r in rows]):
+                conn.execute(DIRTY.delete().where(DIRTY.c.id.in_(chunk)))
+        return [(r.value_stream, r.span_start, r.span_end) for r in rows]
+
+    def value_streams(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(ITEMS.c.value_stream).distinct()
+                                     .order_by(ITEMS.c.value_stream)).scalars())
+
+    def load_items(self, conn: Connection, value_stream: str, *,
+                   start: datetime | None = None, end: datetime | None = None,
+                   ) -> list[StoredItem]:
+        """Items of a value stream whose flow could touch [start, end], with transitions.
+        Items never started and never finished are left out: they touch no metric."""
+        query = sa.select(ITEMS.c.source, ITEMS.c.item_id, ITEMS.c.key, ITEMS.c.flow_type,
+                          ITEMS.c.value_stream).where(
+            ITEMS.c.value_stream == value_stream, ITEMS.c.deleted_at.is_(None),
+            sa.or_(ITEMS.c.work_start.is_not(None), ITEMS.c.work_end.is_not(None)))
+        if end is not None:
+            query = query.where(sa.func.coalesce(ITEMS.c.work_start, ITEMS.c.work_end) < end)
+        if start is not None:
+            query = query.where(sa.or_(ITEMS.c.work_end.is_(None), ITEMS.c.work_end >= start))
+        heads = conn.execute(query.order_by(ITEMS.c.source, ITEMS.c.item_id)).all()
+        transitions: dict[tuple[str, str], list[Transition]] = {}
+        by_source: dict[str, list[str]] = {}
+        for head in heads:
+            by_source.setdefault(head.source, []).append(head.item_id)
+        for source, ids in by_source.items():
+            for chunk in _chunks(ids):
+                for r in conn.execute(sa.select(TRANSITIONS).where(
+                        TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk))
+                        .order_by(TRANSITIONS.c.item_id, TRANSITIONS.c.seq)):
+                    transitions.setdefault((source, r.item_id), []).append(Transition(
+                        at=r.at, from_state=r.from_state, to_state=r.to_state,
+                        from_stage=Stage(r.from_stage) if r.from_stage else None,
+                        to_stage=Stage(r.to_stage)))
+        return [StoredItem(source=h.source, item_id=h.item_id, key=h.key,
+                           flow_type=h.flow_type, value_stream=h.value_stream,
+                           transitions=tuple(transitions.get((h.source, h.item_id), ())))
+                for h in heads]
+
+    def prune_raw(self, source: str, older_than: datetime) -> int:
+        """Drop raw pages of a source fetched before `older_than` (retention)."""
+        with self.begin() as conn:
+            result = conn.execute(RAW.delete().where(RAW.c.source == source,
+                                                     RAW.c.fetched_at < older_than))
+            return int(result.rowcount or 0)
+
+
+def _dedupe_latest(items: Sequence[FlowItem]) -> list[FlowItem]:
+    """One item per id, the most recently updated (a page may repeat an item that changed
+    while it was being paged)."""
+    latest: dict[str, FlowItem] = {}
+    for item in items:
+        seen = latest.get(item.id)
+        if seen is None or item.updated_at >= seen.updated_at:
+            latest[item.id] = item
+    return list(latest.values())
+
+
+def merge_spans(spans: Iterable[tuple[str, datetime | None, datetime | None]],
+                now: datetime) -> list[tuple[str, datetime, datetime]]:
+    """Union of the time spans an item's flow covers, per value stream. A span runs from the
+    work start (or the work end, for items done without starting) to the work end (or now)."""
+    per_vs: dict[str, list[tuple[datetime, datetime]]] = {}
+    for vs, start, end in spans:
+        if start is None and end is None:
+            continue
+        lo = start or end
+        hi = end or max(now, lo)  # type: ignore[type-var]
+        assert lo is not None and hi is not None
+        per_vs.setdefault(vs, []).append((lo, hi))
+    out: list[tuple[str, datetime, datetime]] = []
+    for vs, intervals in per_vs.items():
+        intervals.sort()
+        cur_lo, cur_hi = intervals[0]
+        for lo, hi in intervals[1:]:
+            if lo <= cur_hi + timedelta(seconds=1):
+                cur_hi = max(cur_hi, hi)
+            else:
+                out.append((vs, cur_lo, cur_hi))
+                cur_lo, cur_hi = lo, hi
+        out.append((vs, cur_lo, cur_hi))
+    return out
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
