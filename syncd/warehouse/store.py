@@ -336,15 +336,19 @@ def _dedupe_latest(items: Sequence[FlowItem]) -> list[FlowItem]:
 
 def merge_spans(spans: Iterable[tuple[str, datetime | None, datetime | None]],
                 now: datetime) -> list[tuple[str, datetime, datetime]]:
-    """Union of the time spans an item's flow covers, per value stream. A span runs from the
-    work start (or the work end, for items done without starting) to the work end (or now)."""
+    """Union of the time spans an item's flow covers, per value stream. A span runs from just
+    before the work start (or the work end, for items done without starting) to the work end
+    (or now)."""
     per_vs: dict[str, list[tuple[datetime, datetime]]] = {}
     for vs, start, end in spans:
         if start is None and end is None:
             continue
-        lo = start or end
-        hi = end or max(now, lo)  # type: ignore[type-var]
-        assert lo is not None and hi is not None
+        first = start or end
+        assert first is not None
+        hi = end or max(now, first)
+        # an item in progress from exactly a period boundary already counts in the load at
+        # the end of the period before: the span starts one microsecond earlier
+        lo = first - timedelta(microseconds=1)
         per_vs.setdefault(vs, []).append((lo, hi))
     out: list[tuple[str, datetime, datetime]] = []
     for vs, intervals in per_vs.items():
