@@ -10,6 +10,20 @@ import structlog
 LEVELS = ("debug", "info", "warning", "error")
 
 
+class _StderrLogger:
+    """Writes each rendered event to whatever `sys.stderr` is at that moment (a captured or
+    redirected stream included), one line per event."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _factory(*_args: object) -> _StderrLogger:
+    return _StderrLogger()
+
+
 def configure(level: str = "info", *, json_lines: bool | None = None) -> None:
     """Configure structlog once per process. Events are one per page/run, never per record."""
     if json_lines is None:
@@ -27,6 +41,6 @@ def configure(level: str = "info", *, json_lines: bool | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=_factory,
         cache_logger_on_first_use=False,
     )

@@ -9,7 +9,7 @@ non-ASCII), then overridden by the source's configuration.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,8 +79,17 @@ class JiraMapping:
     overrides: StageOverrides
     canceled_resolutions: frozenset[str]
     flow_types: FlowTypeRules
+    _stages: dict[tuple[str | None, str | None, str | None], Stage] = field(
+        default_factory=dict, compare=False, repr=False)
 
     def stage(self, status_id: str | None, name: str | None, resolution: str | None) -> Stage:
+        cache_key = (status_id, name, resolution)
+        cached = self._stages.get(cache_key)
+        if cached is None:
+            cached = self._stages[cache_key] = self._stage(status_id, name, resolution)
+        return cached
+
+    def _stage(self, status_id: str | None, name: str | None, resolution: str | None) -> Stage:
         override = self.overrides.lookup(status_id, name)
         known = self.catalogue.statuses.get(status_id or "")
         if override is None and known is not None:
@@ -105,7 +114,8 @@ def _history_order(history: Mapping[str, Any]) -> tuple[datetime, int]:
 
 
 def _field(item: Mapping[str, Any]) -> str:
-    return str(item.get("fieldId") or item.get("field") or "").casefold()
+    name = item.get("fieldId") or item.get("field") or ""
+    return name if name in ("status", "resolution") else str(name).casefold()
 
 
 def parse_issue(
@@ -128,16 +138,17 @@ def parse_issue(
     key = str(key or issue_id)
     created = parse_time(fields.get("created"), f"{key} created")
     updated = parse_time(fields.get("updated") or fields.get("created"), f"{key} updated")
-    mapping = JiraMapping(mapping.catalogue.with_status(status), mapping.overrides,
-                          mapping.canceled_resolutions, mapping.flow_types)
+    catalogue = mapping.catalogue.with_status(status)
+    if catalogue is not mapping.catalogue:
+        mapping = JiraMapping(catalogue, mapping.overrides, mapping.canceled_resolutions,
+                              mapping.flow_types)
     resolution = (fields.get("resolution") or {}).get("name")
 
-    ordered = sorted((h for h in histories if isinstance(h, Mapping)), key=_history_order)
+    ordered = sorted((_history_order(h), h) for h in histories if isinstance(h, Mapping))
     status_changes: list[tuple[datetime, Mapping[str, Any] | None, Mapping[str, Any] | None]] = []
     first_status: tuple[str | None, str | None] | None = None
     first_resolution: tuple[bool, str | None] = (False, None)
-    for history in ordered:
-        at = _history_order(history)[0]
+    for (at, _order), history in ordered:
         status_item = resolution_item = None
         for item in history.get("items") or ():
             name = _field(item)

@@ -47,6 +47,9 @@ DIRTY = DirtySpanRow.__table__  # type: ignore[attr-defined]
 META = MetaRow.__table__  # type: ignore[attr-defined]
 
 _CHUNK = 500
+_TRANSITION_COLUMNS = ("source", "item_id", "seq", "at", "from_state", "to_state", "from_stage",
+                       "to_stage")
+_LINK_COLUMNS = ("source", "item_id", "link_type", "direction", "target_key", "target_id")
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -134,6 +137,19 @@ class Warehouse:
         stmt = (stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
                 if update else stmt.on_conflict_do_nothing(index_elements=list(keys)))
         conn.execute(stmt, list(rows))
+
+    def insert_many(self, conn: Connection, table: sa.Table, columns: Sequence[str],
+                    rows: Sequence[Sequence[Any]]) -> None:
+        """Plain bulk INSERT of value tuples. On SQLite it goes straight to the driver's
+        executemany: SQLAlchemy's per-row type processing costs more than SQLite's insert."""
+        if not rows:
+            return
+        if self.dialect != "sqlite":
+            conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+            return
+        sql = (f'INSERT INTO {table.name} ({", ".join(columns)}) '
+               f'VALUES ({", ".join("?" * len(columns))})')
+        conn.exec_driver_sql(sql, [tuple(_sqlite_value(v) for v in row) for row in rows])
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -223,8 +239,8 @@ class Warehouse:
                 LINKS.c.source == source, LINKS.c.item_id.in_(chunk)))
 
         item_rows: list[dict[str, Any]] = []
-        transition_rows: list[dict[str, Any]] = []
-        link_rows: list[dict[str, Any]] = []
+        transition_rows: list[tuple[Any, ...]] = []
+        link_rows: list[tuple[Any, ...]] = []
         new_spans: list[tuple[str, datetime | None, datetime | None]] = []
         for item in items:
             figures = item_figures(item.transitions)
@@ -240,23 +256,17 @@ class Warehouse:
                 "wait_s": figures.wait_s, "deleted_at": None, "synced_at": now,
             })
             new_spans.append((item.value_stream, figures.work_start, figures.work_end))
-            transition_rows.extend({
-                "source": source, "item_id": item.id, "seq": seq, "at": t.at,
-                "from_state": t.from_state, "to_state": t.to_state,
-                "from_stage": t.from_stage.value if t.from_stage else None,
-                "to_stage": t.to_stage.value,
-            } for seq, t in enumerate(item.transitions))
-            link_rows.extend({
-                "source": source, "item_id": item.id, "link_type": link.link_type,
-                "direction": link.direction, "target_key": link.target_key,
-                "target_id": link.target_id,
-            } for link in {(lk.link_type, lk.direction, lk.target_key): lk
-                           for lk in item.links}.values())
+            transition_rows.extend(
+                (source, item.id, seq, t.at, t.from_state, t.to_state,
+                 t.from_stage.value if t.from_stage else None, t.to_stage.value)
+                for seq, t in enumerate(item.transitions))
+            link_rows.extend(
+                (source, item.id, link.link_type, link.direction, link.target_key, link.target_id)
+                for link in {(lk.link_type, lk.direction, lk.target_key): lk
+                             for lk in item.links}.values())
         self.upsert(conn, ITEMS, item_rows, ["source", "item_id"])
-        if transition_rows:
-            conn.execute(TRANSITIONS.insert(), transition_rows)
-        if link_rows:
-            conn.execute(LINKS.insert(), link_rows)
+        self.insert_many(conn, TRANSITIONS, _TRANSITION_COLUMNS, transition_rows)
+        self.insert_many(conn, LINKS, _LINK_COLUMNS, link_rows)
         self._mark_dirty(conn, old_spans + new_spans, now)
 
     # -- metric bookkeeping --------------------------------------------------------------
@@ -321,6 +331,17 @@ class Warehouse:
             result = conn.execute(RAW.delete().where(RAW.c.source == source,
                                                      RAW.c.fetched_at < older_than))
             return int(result.rowcount or 0)
+
+
+def _sqlite_value(value: Any) -> Any:
+    """A bind value as SQLAlchemy's SQLite DateTime stores it: naive UTC text."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} reached the warehouse")
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value
 
 
 def _dedupe_latest(items: Sequence[FlowItem]) -> list[FlowItem]:

@@ -1,0 +1,147 @@
+"""Jira sync benchmark against the built-in simulator (a separate process on 127.0.0.1).
+
+Prints, for a first sync of N issues with ~10 status changes each:
+  - HTTP requests per 1000 items (complete histories),
+  - items/s end to end (simulator → HTTP → parse → SQLite),
+  - normalise + upsert items/s into SQLite alone (re-normalising the stored raw pages),
+  - peak RSS of the syncing process,
+  - the request count of a no-change re-sync.
+With --sizes, each size runs in its own process so peak RSS can be compared across sizes.
+
+    .venv/bin/python benchmarks/bench_jira.py --sizes 2500,10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def start_simulator(items: int) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "BENCH_EMAIL": "bench@example.com", "BENCH_TOKEN": "bench-token-123"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd.cli", "simulate", "jira", "--port", "0", "--items",
+         str(items), "--seed", "11", "--email-env", "BENCH_EMAIL", "--token-env", "BENCH_TOKEN"],
+        stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    url = line.split(" on ", 1)[1].split(" ", 1)[0]
+    return proc, url
+
+
+def one(items: int) -> dict[str, float]:
+    from connectors.jira.parse import JiraMapping, StatusCatalogue, parse_issue
+    from syncd.config import load_config
+    from syncd.contract import Cursor, Page
+    from syncd.http import HttpClient
+    from syncd.mapping import FlowTypeRules, StageOverrides
+    from syncd.sync import sync_all
+    from syncd.warehouse.store import RAW, Warehouse
+
+    from syncd.logs import configure
+
+    configure("warning")
+    os.environ["BENCH_EMAIL"] = "bench@example.com"
+    os.environ["BENCH_TOKEN"] = "bench-token-123"
+    proc, url = start_simulator(items)
+    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
+    try:
+        config_path = tmp / "bench.toml"
+        config_path.write_text(f"""
+[warehouse]
+url = "sqlite:///{tmp / 'w.db'}"
+raw_retention_days = 0
+[[sources]]
+name = "bench"
+kind = "jira"
+url = "{url}"
+deployment = "cloud"
+email_env = "BENCH_EMAIL"
+token_env = "BENCH_TOKEN"
+jql = "project = DEMO"
+""", encoding="utf-8")
+        config = load_config(config_path)
+        warehouse = Warehouse(config.warehouse.url)
+        with HttpClient(config.http) as http:
+            t0 = time.perf_counter()
+            [first] = sync_all(config, warehouse, http)
+            elapsed = time.perf_counter() - t0
+            assert first.ok, first.error
+            [again] = sync_all(config, warehouse, http)
+            assert again.ok, again.error
+        sync_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        # normalise + upsert alone: re-parse the stored raw pages into a fresh warehouse
+        import sqlalchemy as sa
+
+        with warehouse.engine.connect() as conn:
+            raws = conn.execute(sa.select(RAW.c.url, RAW.c.body).order_by(RAW.c.id)).all()
+        statuses = next(json.loads(r.body) for r in raws if r.url.endswith("/status"))
+        source = config.sources[0]
+        mapping = JiraMapping(StatusCatalogue.from_json(statuses),
+                              StageOverrides.from_config(source.stages),
+                              frozenset(r.casefold() for r in source.canceled_resolutions),
+                              FlowTypeRules.from_config(source.flow_type_rules))
+        issues: list[dict[str, object]] = []
+        histories: dict[str, list[dict[str, object]]] = {}
+        for r in raws:
+            body = json.loads(r.body)
+            if r.url.endswith("/search/jql"):
+                issues.extend(body["issues"])
+            elif r.url.endswith("/bulkfetch"):
+                for entry in body["issueChangeLogs"]:
+                    histories.setdefault(str(entry["issueId"]), []).extend(
+                        entry["changeHistories"])
+        target = Warehouse(f"sqlite:///{tmp / 'normalise.db'}")
+        t1 = time.perf_counter()
+        for start in range(0, len(issues), 1000):
+            chunk = issues[start:start + 1000]
+            flow_items = [parse_issue(i, histories.get(str(i["id"]), []), mapping,
+                                      source="bench", value_stream="bench") for i in chunk]
+            target.commit_page(source="bench", stream="issues", run_id="bench",
+                               page=Page(raws=[], items=flow_items, cursor=Cursor()),
+                               now=datetime.now(UTC))
+        normalise = time.perf_counter() - t1
+        transitions = sum(len(h) for h in histories.values())
+        return {
+            "items": first.items,
+            "histories": transitions,
+            "requests_first": first.requests,
+            "requests_per_1000": round(first.requests / first.items * 1000, 2),
+            "items_per_s_end_to_end": round(first.items / elapsed),
+            "normalise_upsert_items_per_s": round(len(issues) / normalise),
+            "peak_rss_mb_sync": round(sync_rss_mb, 1),
+            "no_change_resync_requests": again.requests,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=10000)
+    parser.add_argument("--sizes", help="comma-separated sizes, each in its own process")
+    args = parser.parse_args()
+    if args.sizes:
+        for size in args.sizes.split(","):
+            subprocess.run([sys.executable, __file__, "--items", size], check=True)
+        return 0
+    result = one(args.items)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
