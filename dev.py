@@ -41,8 +41,7 @@ def ensure_venv(extras: str) -> None:
     say("installing syncd and its dependencies into .venv")
     subprocess.run([str(PY), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
     target = f".[{extras}]" if extras else "."
-    subprocess.run([str(PY), "-m", "pip", "install", "--quiet", "-e", target], check=True,
-                   cwd=ROOT)
+    subprocess.run([str(PY), "-m", "pip", "install", "--quiet", "-e", target], check=True, cwd=ROOT)
     stamp.write_text(digest)
 
 
@@ -55,14 +54,19 @@ def ensure_postgres() -> None:
         return
     apt = shutil.which("apt-get")
     if not apt:
-        sys.exit("PostgreSQL server binaries (initdb) are missing and apt-get is not available: "
-                 "install the PostgreSQL server (15 or newer) and run again")
+        sys.exit(
+            "PostgreSQL server binaries (initdb) are missing and apt-get is not available: "
+            "install the PostgreSQL server (15 or newer) and run again"
+        )
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     say("installing the PostgreSQL server with apt-get (initdb was not found)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([*sudo, apt, "-qq", "update"], check=True, env=env)
-    subprocess.run([*sudo, apt, "-qq", "install", "-y", "--no-install-recommends",
-                    "postgresql"], check=True, env=env)
+    subprocess.run(
+        [*sudo, apt, "-qq", "install", "-y", "--no-install-recommends", "postgresql"],
+        check=True,
+        env=env,
+    )
     if not has_postgres():
         sys.exit("apt-get installed postgresql but initdb is still not found")
 

@@ -31,9 +31,28 @@ sys.path.insert(0, str(ROOT))
 def start_simulator(items: int) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "BENCH_EMAIL": "bench@example.com", "BENCH_TOKEN": "bench-token-123"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd.cli", "simulate", "jira", "--port", "0", "--items",
-         str(items), "--seed", "11", "--email-env", "BENCH_EMAIL", "--token-env", "BENCH_TOKEN"],
-        stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "syncd.cli",
+            "simulate",
+            "jira",
+            "--port",
+            "0",
+            "--items",
+            str(items),
+            "--seed",
+            "11",
+            "--email-env",
+            "BENCH_EMAIL",
+            "--token-env",
+            "BENCH_TOKEN",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     url = line.split(" on ", 1)[1].split(" ", 1)[0]
@@ -45,11 +64,10 @@ def one(items: int) -> dict[str, float]:
     from syncd.config import load_config
     from syncd.contract import Cursor, Page
     from syncd.http import HttpClient
+    from syncd.logs import configure
     from syncd.mapping import FlowTypeRules, StageOverrides
     from syncd.sync import sync_all
     from syncd.warehouse.store import RAW, Warehouse
-
-    from syncd.logs import configure
 
     configure("warning")
     os.environ["BENCH_EMAIL"] = "bench@example.com"
@@ -58,9 +76,10 @@ def one(items: int) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     try:
         config_path = tmp / "bench.toml"
-        config_path.write_text(f"""
+        config_path.write_text(
+            f"""
 [warehouse]
-url = "sqlite:///{tmp / 'w.db'}"
+url = "sqlite:///{tmp / "w.db"}"
 raw_retention_days = 0
 [[sources]]
 name = "bench"
@@ -70,7 +89,9 @@ deployment = "cloud"
 email_env = "BENCH_EMAIL"
 token_env = "BENCH_TOKEN"
 jql = "project = DEMO"
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         config = load_config(config_path)
         warehouse = Warehouse(config.warehouse.url)
         with HttpClient(config.http) as http:
@@ -89,10 +110,12 @@ jql = "project = DEMO"
             raws = conn.execute(sa.select(RAW.c.url, RAW.c.body).order_by(RAW.c.id)).all()
         statuses = next(json.loads(r.body) for r in raws if r.url.endswith("/status"))
         source = config.sources[0]
-        mapping = JiraMapping(StatusCatalogue.from_json(statuses),
-                              StageOverrides.from_config(source.stages),
-                              frozenset(r.casefold() for r in source.canceled_resolutions),
-                              FlowTypeRules.from_config(source.flow_type_rules))
+        mapping = JiraMapping(
+            StatusCatalogue.from_json(statuses),
+            StageOverrides.from_config(source.stages),
+            frozenset(r.casefold() for r in source.canceled_resolutions),
+            FlowTypeRules.from_config(source.flow_type_rules),
+        )
         issues: list[dict[str, object]] = []
         histories: dict[str, list[dict[str, object]]] = {}
         for r in raws:
@@ -101,17 +124,28 @@ jql = "project = DEMO"
                 issues.extend(body["issues"])
             elif r.url.endswith("/bulkfetch"):
                 for entry in body["issueChangeLogs"]:
-                    histories.setdefault(str(entry["issueId"]), []).extend(
-                        entry["changeHistories"])
+                    histories.setdefault(str(entry["issueId"]), []).extend(entry["changeHistories"])
         target = Warehouse(f"sqlite:///{tmp / 'normalise.db'}")
         t1 = time.perf_counter()
         for start in range(0, len(issues), 1000):
-            chunk = issues[start:start + 1000]
-            flow_items = [parse_issue(i, histories.get(str(i["id"]), []), mapping,
-                                      source="bench", value_stream="bench") for i in chunk]
-            target.commit_page(source="bench", stream="issues", run_id="bench",
-                               page=Page(raws=[], items=flow_items, cursor=Cursor()),
-                               now=datetime.now(UTC))
+            chunk = issues[start : start + 1000]
+            flow_items = [
+                parse_issue(
+                    i,
+                    histories.get(str(i["id"]), []),
+                    mapping,
+                    source="bench",
+                    value_stream="bench",
+                )
+                for i in chunk
+            ]
+            target.commit_page(
+                source="bench",
+                stream="issues",
+                run_id="bench",
+                page=Page(raws=[], items=flow_items, cursor=Cursor()),
+                now=datetime.now(UTC),
+            )
         normalise = time.perf_counter() - t1
         transitions = sum(len(h) for h in histories.values())
         return {

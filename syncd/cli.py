@@ -33,11 +33,19 @@ def _parse_as_of(value: str) -> datetime:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="syncd", description=(
-        "Flow warehouse: syncs tracker histories and computes Flow Framework metrics."))
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description=(
+            "Flow warehouse: syncs tracker histories and computes Flow Framework metrics."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
-    parser.add_argument("--log-level", choices=LEVELS, default="warning",
-                        help="log events at this level and above to stderr (default: warning)")
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="warning",
+        help="log events at this level and above to stderr (default: warning)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> None:
@@ -55,11 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--period", choices=("day", "week", "month", "quarter"), default="week")
     p.add_argument("--value-stream")
-    p.add_argument("--as-of", type=_parse_as_of,
-                   help="compute as of this time (ISO 8601; default now)")
+    p.add_argument(
+        "--as-of", type=_parse_as_of, help="compute as of this time (ISO 8601; default now)"
+    )
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    p.add_argument("--last", type=int, default=0,
-                   help="table format: only the last N periods per value stream (0 = all)")
+    p.add_argument(
+        "--last",
+        type=int,
+        default=0,
+        help="table format: only the last N periods per value stream (0 = all)",
+    )
 
     p = sub.add_parser("export", help="export items or transitions")
     p.add_argument("what", choices=("items", "transitions"))
@@ -67,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
-    p = sub.add_parser("simulate", help="run the built-in tracker simulator",
-                       add_help=False)
+    p = sub.add_parser("simulate", help="run the built-in tracker simulator", add_help=False)
     p.add_argument("tracker", choices=("jira",))
     p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -84,8 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return simulate_jira(list(args.rest))
     try:
         config = load_config(args.config)
-        handler = {"sync": cmd_sync, "check": cmd_check, "metrics": cmd_metrics,
-                   "export": cmd_export}[args.command]
+        handler = {
+            "sync": cmd_sync,
+            "check": cmd_check,
+            "metrics": cmd_metrics,
+            "export": cmd_export,
+        }[args.command]
         return handler(config, args, sys.stdout)
     except ConfigError as exc:
         print(f"syncd: configuration error: {exc}", file=sys.stderr)
@@ -118,13 +134,18 @@ def cmd_sync(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     stats = update_metrics(warehouse, as_of=datetime.now(UTC))
     for r in results:
         status = "ok" if r.ok else "FAILED"
-        line = (f"{r.source}: {status} — {r.items} items in {r.pages} pages, {r.requests} "
-                f"requests, {r.retries} retries, {r.skipped} skipped, {r.seconds:.1f} s")
+        line = (
+            f"{r.source}: {status} — {r.items} items in {r.pages} pages, {r.requests} "
+            f"requests, {r.retries} retries, {r.skipped} skipped, {r.seconds:.1f} s"
+        )
         if r.error:
             line += f"\n  error: {r.error}"
         print(line, file=out)
-    print(f"metrics: {'full recompute' if stats.full else 'incremental update'}, "
-          f"{stats.rows} rows written", file=out)
+    print(
+        f"metrics: {'full recompute' if stats.full else 'incremental update'}, "
+        f"{stats.rows} rows written",
+        file=out,
+    )
     warehouse.close()
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
@@ -140,8 +161,7 @@ def cmd_check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         print(f"warehouse: ok ({warehouse.dialect})", file=out)
     except Exception as exc:
         ok = False
-        print(f"warehouse: cannot open: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-              file=out)
+        print(f"warehouse: cannot open: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=out)
     with HttpClient(config.http) as http:
         for source in config.enabled_sources:
             try:
@@ -161,8 +181,9 @@ def cmd_metrics(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 
     warehouse = _warehouse(config)
     if args.as_of is not None:
-        rows = compute_in_memory(warehouse, kind=args.period, as_of=args.as_of,
-                                 value_stream=args.value_stream)
+        rows = compute_in_memory(
+            warehouse, kind=args.period, as_of=args.as_of, value_stream=args.value_stream
+        )
     else:
         update_metrics(warehouse, as_of=datetime.now(UTC))
         rows = stored_rows(warehouse, kind=args.period, value_stream=args.value_stream)
@@ -202,21 +223,31 @@ def print_table(rows: Sequence[Any], out: TextIO, *, last: int = 0) -> None:
     if not all_rows:
         print("no metrics yet: run `syncd sync` first", file=out)
         return
-    header = (f"{'value stream':<16} {'period':<11} {'velocity':>8} {'ft p50 d':>8} "
-              f"{'ft p85 d':>8} {'effic.':>6} {'load':>5} {'load avg':>8} {'age p85 d':>9}  "
-              f"distribution (feature/defect/risk/debt/unclassified)")
+    header = (
+        f"{'value stream':<16} {'period':<11} {'velocity':>8} {'ft p50 d':>8} "
+        f"{'ft p85 d':>8} {'effic.':>6} {'load':>5} {'load avg':>8} {'age p85 d':>9}  "
+        f"distribution (feature/defect/risk/debt/unclassified)"
+    )
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in all_rows:
         dist = r.distribution
-        shares = ("/".join(f"{dist.get(t, 0) * 100:.0f}" for t in
-                           ("feature", "defect", "risk", "debt", "unclassified"))
-                  if dist else "-")
+        shares = (
+            "/".join(
+                f"{dist.get(t, 0) * 100:.0f}"
+                for t in ("feature", "defect", "risk", "debt", "unclassified")
+            )
+            if dist
+            else "-"
+        )
         load_avg = "-" if r.load_avg is None else f"{r.load_avg:.1f}"
-        print(f"{r.value_stream[:16]:<16} {r.period_start.date().isoformat():<11} "
-              f"{r.velocity:>8} {_days(r.flow_time.p50_s):>8} {_days(r.flow_time.p85_s):>8} "
-              f"{_pct(r.efficiency):>6} {r.load_end:>5} {load_avg:>8} "
-              f"{_days(r.age.p85_s):>9}  {shares}", file=out)
+        print(
+            f"{r.value_stream[:16]:<16} {r.period_start.date().isoformat():<11} "
+            f"{r.velocity:>8} {_days(r.flow_time.p50_s):>8} {_days(r.flow_time.p85_s):>8} "
+            f"{_pct(r.efficiency):>6} {r.load_end:>5} {load_avg:>8} "
+            f"{_days(r.age.p85_s):>9}  {shares}",
+            file=out,
+        )
 
 
 def cmd_export(config: Config, args: argparse.Namespace, out: TextIO) -> int:

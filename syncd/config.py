@@ -12,7 +12,7 @@ import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -64,8 +64,9 @@ class WarehouseConfig(_Strict):
         if self.url_env:
             value = os.environ.get(self.url_env)
             if not value:
-                raise ConfigError(f"environment variable {self.url_env} is not set",
-                                  key="warehouse.url_env")
+                raise ConfigError(
+                    f"environment variable {self.url_env} is not set", key="warehouse.url_env"
+                )
             return value
         return self.url
 
@@ -144,21 +145,29 @@ class SourceConfig(BaseModel):
         return read_secret(self.token_env, self.token_file, f"sources.{self.name}")
 
 
-def read_secret(env: str | None, file: Path | None, where: str, *,
-                env_key: str = "token_env", file_key: str = "token_file") -> SecretStr | None:
+def read_secret(
+    env: str | None,
+    file: Path | None,
+    where: str,
+    *,
+    env_key: str = "token_env",
+    file_key: str = "token_file",
+) -> SecretStr | None:
     """Read a secret by environment variable name or file path; None when neither is set."""
     if env:
         value = os.environ.get(env)
         if value is None or not value.strip():
-            raise ConfigError(f"environment variable {env} is not set or empty",
-                              key=f"{where}.{env_key}")
+            raise ConfigError(
+                f"environment variable {env} is not set or empty", key=f"{where}.{env_key}"
+            )
         return SecretStr(value.strip())
     if file:
         try:
             return SecretStr(file.read_text(encoding="utf-8").strip())
         except OSError as exc:
-            raise ConfigError(f"cannot read secret file {file}: {exc.strerror}",
-                              key=f"{where}.{file_key}") from None
+            raise ConfigError(
+                f"cannot read secret file {file}: {exc.strerror}", key=f"{where}.{file_key}"
+            ) from None
     return None
 
 
@@ -241,8 +250,9 @@ def load_config(path: str | Path) -> Config:
             raise ConfigError("expected a table", file=str(file), key=key)
         kind = raw.get("kind")
         if not isinstance(kind, str):
-            raise ConfigError("required key 'kind' is missing or not a string",
-                              file=str(file), key=f"{key}.kind")
+            raise ConfigError(
+                "required key 'kind' is missing or not a string", file=str(file), key=f"{key}.kind"
+            )
         try:
             model = connector_class(kind).config_model
         except ConfigError as exc:
@@ -252,8 +262,9 @@ def load_config(path: str | Path) -> Config:
         except ValidationError as exc:
             raise _explain(exc, str(file), key) from None
         if source.name in seen:
-            raise ConfigError(f"duplicate source name {source.name!r}",
-                              file=str(file), key=f"{key}.name")
+            raise ConfigError(
+                f"duplicate source name {source.name!r}", file=str(file), key=f"{key}.name"
+            )
         seen.add(source.name)
         sources.append(source)
     return config.model_copy(update={"sources": sources})

@@ -50,11 +50,14 @@ def run(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True)
     os.environ["SYNCD_DEMO_EMAIL"] = "demo@example.com"
     os.environ["SYNCD_DEMO_TOKEN"] = "demo-token-not-secret"
-    with JiraSimulator(items=args.items, seed=7, email="demo@example.com",
-                       token="demo-token-not-secret") as sim:
+    with JiraSimulator(
+        items=args.items, seed=7, email="demo@example.com", token="demo-token-not-secret"
+    ) as sim:
         config = folder / "syncd.toml"
-        config.write_text(CONFIG.format(db=(folder / "warehouse.db").resolve().as_posix(),
-                                        url=sim.base_url), encoding="utf-8")
+        config.write_text(
+            CONFIG.format(db=(folder / "warehouse.db").resolve().as_posix(), url=sim.base_url),
+            encoding="utf-8",
+        )
         print(f"== simulator: Jira Cloud with {args.items} issues on {sim.base_url}")
         print(f"== config: {config}")
         print("\n== syncd check")
@@ -70,8 +73,10 @@ def run(argv: list[str] | None = None) -> int:
             return 1
         print("\n== syncd metrics --period week (last 12 weeks)")
         code = syncd(["metrics", "-c", str(config), "--period", "week", "--last", "12"])
-        print(f"\nMore: syncd metrics -c {config} --format json | "
-              f"syncd export items -c {config} --format csv")
+        print(
+            f"\nMore: syncd metrics -c {config} --format json | "
+            f"syncd export items -c {config} --format csv"
+        )
         return code
 
 

@@ -60,7 +60,11 @@ class RateLimited(RetryableError):
     """The tracker asked us to slow down (429, or a rate-limit 403)."""
 
     def __init__(
-        self, message: str, *, retry_after: float | None, status: int | None = None,
+        self,
+        message: str,
+        *,
+        retry_after: float | None,
+        status: int | None = None,
         url: str | None = None,
     ) -> None:
         super().__init__(message, status=status, url=url)

@@ -14,11 +14,25 @@ from syncd.domain import FLOW_TYPES
 from syncd.metrics.compute import MetricRow
 from syncd.warehouse.store import ITEMS, TRANSITIONS, Warehouse
 
-ITEM_COLUMNS = ("source", "key", "id", "kind", "title", "flow_type", "value_stream", "stage",
-                "state", "created_at", "updated_at", "work_start", "work_end", "flow_time_s",
-                "active_s", "wait_s")
-TRANSITION_COLUMNS = ("source", "key", "at", "from_state", "to_state", "from_stage",
-                      "to_stage")
+ITEM_COLUMNS = (
+    "source",
+    "key",
+    "id",
+    "kind",
+    "title",
+    "flow_type",
+    "value_stream",
+    "stage",
+    "state",
+    "created_at",
+    "updated_at",
+    "work_start",
+    "work_end",
+    "flow_time_s",
+    "active_s",
+    "wait_s",
+)
+TRANSITION_COLUMNS = ("source", "key", "at", "from_state", "to_state", "from_stage", "to_stage")
 
 
 def iso(value: datetime | None) -> str | None:
@@ -31,32 +45,62 @@ def iso(value: datetime | None) -> str | None:
 
 
 def iter_items(warehouse: Warehouse) -> Iterator[dict[str, Any]]:
-    query = sa.select(ITEMS).where(ITEMS.c.deleted_at.is_(None)).order_by(
-        ITEMS.c.source, ITEMS.c.key)
+    query = (
+        sa.select(ITEMS).where(ITEMS.c.deleted_at.is_(None)).order_by(ITEMS.c.source, ITEMS.c.key)
+    )
     with warehouse.engine.connect() as conn:
         for r in conn.execution_options(yield_per=2000).execute(query):
             yield {
-                "source": r.source, "key": r.key, "id": r.item_id, "kind": r.kind,
-                "title": r.title, "flow_type": r.flow_type, "value_stream": r.value_stream,
-                "stage": r.stage, "state": r.state, "created_at": iso(r.created_at),
-                "updated_at": iso(r.updated_at), "work_start": iso(r.work_start),
-                "work_end": iso(r.work_end), "flow_time_s": r.flow_time_s,
-                "active_s": r.active_s, "wait_s": r.wait_s,
+                "source": r.source,
+                "key": r.key,
+                "id": r.item_id,
+                "kind": r.kind,
+                "title": r.title,
+                "flow_type": r.flow_type,
+                "value_stream": r.value_stream,
+                "stage": r.stage,
+                "state": r.state,
+                "created_at": iso(r.created_at),
+                "updated_at": iso(r.updated_at),
+                "work_start": iso(r.work_start),
+                "work_end": iso(r.work_end),
+                "flow_time_s": r.flow_time_s,
+                "active_s": r.active_s,
+                "wait_s": r.wait_s,
             }
 
 
 def iter_transitions(warehouse: Warehouse) -> Iterator[dict[str, Any]]:
-    query = (sa.select(ITEMS.c.source, ITEMS.c.key, TRANSITIONS.c.at, TRANSITIONS.c.from_state,
-                       TRANSITIONS.c.to_state, TRANSITIONS.c.from_stage, TRANSITIONS.c.to_stage)
-             .join(TRANSITIONS, sa.and_(TRANSITIONS.c.source == ITEMS.c.source,
-                                        TRANSITIONS.c.item_id == ITEMS.c.item_id))
-             .where(ITEMS.c.deleted_at.is_(None))
-             .order_by(ITEMS.c.source, ITEMS.c.key, TRANSITIONS.c.seq))
+    query = (
+        sa.select(
+            ITEMS.c.source,
+            ITEMS.c.key,
+            TRANSITIONS.c.at,
+            TRANSITIONS.c.from_state,
+            TRANSITIONS.c.to_state,
+            TRANSITIONS.c.from_stage,
+            TRANSITIONS.c.to_stage,
+        )
+        .join(
+            TRANSITIONS,
+            sa.and_(
+                TRANSITIONS.c.source == ITEMS.c.source, TRANSITIONS.c.item_id == ITEMS.c.item_id
+            ),
+        )
+        .where(ITEMS.c.deleted_at.is_(None))
+        .order_by(ITEMS.c.source, ITEMS.c.key, TRANSITIONS.c.seq)
+    )
     with warehouse.engine.connect() as conn:
         for r in conn.execution_options(yield_per=5000).execute(query):
-            yield {"source": r.source, "key": r.key, "at": iso(r.at),
-                   "from_state": r.from_state, "to_state": r.to_state,
-                   "from_stage": r.from_stage, "to_stage": r.to_stage}
+            yield {
+                "source": r.source,
+                "key": r.key,
+                "at": iso(r.at),
+                "from_state": r.from_state,
+                "to_state": r.to_state,
+                "from_stage": r.from_stage,
+                "to_stage": r.to_stage,
+            }
 
 
 def metric_record_flat(row: MetricRow) -> dict[str, Any]:
@@ -75,8 +119,9 @@ def metric_record_flat(row: MetricRow) -> dict[str, Any]:
     return flat
 
 
-def write_records(records: Iterator[dict[str, Any]], out: TextIO, fmt: str,
-                  columns: Sequence[str] | None = None) -> int:
+def write_records(
+    records: Iterator[dict[str, Any]], out: TextIO, fmt: str, columns: Sequence[str] | None = None
+) -> int:
     """Write records as jsonl or csv; returns how many."""
     count = 0
     if fmt == "jsonl":
@@ -87,8 +132,9 @@ def write_records(records: Iterator[dict[str, Any]], out: TextIO, fmt: str,
     writer: csv.DictWriter[str] | None = None
     for record in records:
         if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(columns or record.keys()),
-                                    lineterminator="\n")
+            writer = csv.DictWriter(
+                out, fieldnames=list(columns or record.keys()), lineterminator="\n"
+            )
             writer.writeheader()
         writer.writerow({k: "" if v is None else v for k, v in record.items()})
         count += 1

@@ -63,9 +63,12 @@ class HttpStats:
     wait_seconds: float = 0.0
 
     def snapshot(self) -> dict[str, Any]:
-        return {"requests": self.requests, "retries": self.retries,
-                "wait_seconds": round(self.wait_seconds, 3),
-                "by_status": dict(sorted(self.by_status.items()))}
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "wait_seconds": round(self.wait_seconds, 3),
+            "by_status": dict(sorted(self.by_status.items())),
+        }
 
 
 Classifier = Callable[[httpx.Response], ConnectorError | None]
@@ -73,7 +76,7 @@ Classifier = Callable[[httpx.Response], ConnectorError | None]
 
 def _header(response: httpx.Response, names: Iterable[str]) -> str | None:
     for name in names:
-        value = response.headers.get(name)
+        value: str | None = response.headers.get(name)
         if value is not None and value.strip():
             return value.strip()
     return None
@@ -138,10 +141,14 @@ def _tracker_message(response: httpx.Response) -> str:
 def describe(request: httpx.Request) -> str:
     """`METHOD scheme://host/path` — never the query (it may carry a token on some trackers)."""
     url = request.url
-    return f"{request.method} {url.scheme}://{url.host}{f':{url.port}' if url.port else ''}{url.path}"
+    return (
+        f"{request.method} {url.scheme}://{url.host}{f':{url.port}' if url.port else ''}{url.path}"
+    )
 
 
-def default_classifier(response: httpx.Response, now: datetime | None = None) -> ConnectorError | None:
+def default_classifier(
+    response: httpx.Response, now: datetime | None = None
+) -> ConnectorError | None:
     """Map a response to the error it stands for (None = success). The status table:
 
     2xx, 304 → ok · 429 → rate limited · 403 with Retry-After or an exhausted rate-limit
@@ -155,20 +162,25 @@ def default_classifier(response: httpx.Response, now: datetime | None = None) ->
     now = now or datetime.now(UTC)
     where = describe(response.request)
     detail = _tracker_message(response)
-    message = f"{where} answered {status} {response.reason_phrase}" + (f": {detail}" if detail else "")
+    message = f"{where} answered {status} {response.reason_phrase}" + (
+        f": {detail}" if detail else ""
+    )
     url = where.split(" ", 1)[1]
     if status == 429:
         return RateLimited(message, retry_after=retry_after(response, now), status=status, url=url)
     if status == 403:
         remaining = _header(response, REMAINING_HEADERS)
         if _header(response, RETRY_AFTER_HEADERS) is not None or remaining == "0":
-            return RateLimited(message, retry_after=retry_after(response, now), status=status,
-                               url=url)
-        return AuthError(message + " (permission denied: check the account's access)",
-                         status=status, url=url)
+            return RateLimited(
+                message, retry_after=retry_after(response, now), status=status, url=url
+            )
+        return AuthError(
+            message + " (permission denied: check the account's access)", status=status, url=url
+        )
     if status == 401:
-        return AuthError(message + " (authentication failed: check the credentials)",
-                         status=status, url=url)
+        return AuthError(
+            message + " (authentication failed: check the credentials)", status=status, url=url
+        )
     if status == 404:
         return NotFound(message, status=status, url=url)
     if status < 500:
@@ -197,8 +209,10 @@ class HttpClient:
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            limits=httpx.Limits(max_connections=self.config.max_connections,
-                                max_keepalive_connections=self.config.max_connections),
+            limits=httpx.Limits(
+                max_connections=self.config.max_connections,
+                max_keepalive_connections=self.config.max_connections,
+            ),
             follow_redirects=False,
         )
 
@@ -241,8 +255,12 @@ class HttpClient:
         wait = state.next_action.sleep if state.next_action else 0.0
         self.stats.retries += 1
         self.stats.wait_seconds += wait
-        log.warning("http.retry", attempt=state.attempt_number, wait_s=round(wait, 3),
-                    error=self.scrub(str(exc)))
+        log.warning(
+            "http.retry",
+            attempt=state.attempt_number,
+            wait_s=round(wait, 3),
+            error=self.scrub(str(exc)),
+        )
 
     def request(
         self,
@@ -268,8 +286,15 @@ class HttpClient:
         )
         for attempt in retrying:
             with attempt:
-                return self._once(method, url, params=params, json_body=json_body,
-                                  headers=headers, auth=auth, classifier=classifier)
+                return self._once(
+                    method,
+                    url,
+                    params=params,
+                    json_body=json_body,
+                    headers=headers,
+                    auth=auth,
+                    classifier=classifier,
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _once(
@@ -286,25 +311,35 @@ class HttpClient:
         self.stats.requests += 1
         try:
             response = self._client.request(
-                method, url, params=params, json=json_body, headers=headers,
+                method,
+                url,
+                params=params,
+                json=json_body,
+                headers=headers,
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as exc:
-            raise TransportError(f"{method} {httpx.URL(url).copy_with(query=None)} timed out "
-                                 f"({type(exc).__name__})") from None
+            raise TransportError(
+                f"{method} {httpx.URL(url).copy_with(query=None)} timed out ({type(exc).__name__})"
+            ) from None
         except httpx.TransportError as exc:
-            raise TransportError(f"{method} {httpx.URL(url).copy_with(query=None)} failed: "
-                                 f"{type(exc).__name__}: {self.scrub(str(exc))[:200]}") from None
+            raise TransportError(
+                f"{method} {httpx.URL(url).copy_with(query=None)} failed: "
+                f"{type(exc).__name__}: {self.scrub(str(exc))[:200]}"
+            ) from None
         self.stats.by_status[response.status_code] += 1
         error = classifier(response, self._clock())
         if error is not None:
-            if isinstance(error, RateLimited) and error.retry_after is not None:
-                if error.retry_after > self.config.max_retry_after.total_seconds():
-                    raise FatalError(
-                        self.scrub(f"{error} — the tracker asks to wait {error.retry_after:.0f} s, "
-                                   f"more than http.max_retry_after"),
-                        status=error.status, url=error.url,
-                    )
+            limit = self.config.max_retry_after.total_seconds()
+            if isinstance(error, RateLimited) and (error.retry_after or 0) > limit:
+                raise FatalError(
+                    self.scrub(
+                        f"{error} — the tracker asks to wait {error.retry_after:.0f} s, "
+                        f"more than http.max_retry_after"
+                    ),
+                    status=error.status,
+                    url=error.url,
+                )
             error.args = (self.scrub(str(error)),)
             raise error
         self._respect_exhausted_budget(response)

@@ -21,10 +21,16 @@ class FlowTypeRules:
 
     @classmethod
     def from_config(cls, rules: Sequence[FlowTypeRule]) -> FlowTypeRules:
-        return cls(tuple(
-            (rule.flow_type, frozenset(t.casefold() for t in rule.issue_types),
-             frozenset(label.casefold() for label in rule.labels))
-            for rule in rules))
+        return cls(
+            tuple(
+                (
+                    rule.flow_type,
+                    frozenset(t.casefold() for t in rule.issue_types),
+                    frozenset(label.casefold() for label in rule.labels),
+                )
+                for rule in rules
+            )
+        )
 
     def classify(self, item_type: str | None, labels: Iterable[str]) -> str:
         folded_type = (item_type or "").casefold()

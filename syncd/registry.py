@@ -32,8 +32,11 @@ def connector_class(kind: str) -> Any:
         installed = ", ".join(sorted(eps)) or "none"
         raise ConfigError(f"unknown source kind {kind!r}; installed connectors: {installed}")
     cls = eps[kind].load()
-    missing = [name for name in ("kind", "config_model", "check", "streams", "fetch")
-               if not hasattr(cls, name)]
+    missing = [
+        name
+        for name in ("kind", "config_model", "check", "streams", "fetch")
+        if not hasattr(cls, name)
+    ]
     if missing:
         raise ConfigError(
             f"connector {kind!r} ({eps[kind].value}) does not implement the connector contract: "

@@ -74,19 +74,29 @@ def sync_source(
             slog = bound.bind(stream=stream)
             cursor = None if full else warehouse.get_cursor(source.name, stream)
             context = RunContext(
-                run_id=run_id, started_at=started, lookback=config.sync.lookback, full=full,
-                known_updated=(lambda ids: {}) if full else
-                (lambda ids: warehouse.known_updated(source.name, ids)),
+                run_id=run_id,
+                started_at=started,
+                lookback=config.sync.lookback,
+                full=full,
+                known_updated=(lambda ids: {})
+                if full
+                else (lambda ids: warehouse.known_updated(source.name, ids)),
             )
             for page in connector.fetch(stream, cursor, context):
-                written = warehouse.commit_page(source=source.name, stream=stream,
-                                                run_id=run_id, page=page, now=clock())
+                written = warehouse.commit_page(
+                    source=source.name, stream=stream, run_id=run_id, page=page, now=clock()
+                )
                 result.pages += 1
                 result.items += written
                 result.skipped += page.skipped
                 result.streams[stream] = result.streams.get(stream, 0) + written
-                slog.info("sync.page", items=written, skipped=page.skipped,
-                          raws=len(page.raws), watermark=_iso(page.cursor.watermark))
+                slog.info(
+                    "sync.page",
+                    items=written,
+                    skipped=page.skipped,
+                    raws=len(page.raws),
+                    watermark=_iso(page.cursor.watermark),
+                )
                 if should_stop():
                     slog.warning("sync.stopping", reason="stop requested after a committed page")
                     break
@@ -100,17 +110,31 @@ def sync_source(
     result.seconds = time.perf_counter() - t0
     result.requests = http.stats.requests - requests_before
     result.retries = http.stats.retries - retries_before
-    warehouse.finish_run(run_id, status="ok" if result.ok else "failed", finished_at=clock(),
-                         counts={"pages": result.pages, "items": result.items,
-                                 "skipped": result.skipped, "requests": result.requests,
-                                 "retries": result.retries},
-                         error=result.error)
+    warehouse.finish_run(
+        run_id,
+        status="ok" if result.ok else "failed",
+        finished_at=clock(),
+        counts={
+            "pages": result.pages,
+            "items": result.items,
+            "skipped": result.skipped,
+            "requests": result.requests,
+            "retries": result.retries,
+        },
+        error=result.error,
+    )
     if result.ok:
         if config.warehouse.raw_retention_days:
-            warehouse.prune_raw(source.name,
-                                clock() - timedelta(days=config.warehouse.raw_retention_days))
-        bound.info("sync.done", items=result.items, pages=result.pages,
-                   requests=result.requests, seconds=round(result.seconds, 3))
+            warehouse.prune_raw(
+                source.name, clock() - timedelta(days=config.warehouse.raw_retention_days)
+            )
+        bound.info(
+            "sync.done",
+            items=result.items,
+            pages=result.pages,
+            requests=result.requests,
+            seconds=round(result.seconds, 3),
+        )
     else:
         bound.error("sync.failed", error=result.error, items=result.items, pages=result.pages)
     return result

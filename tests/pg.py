@@ -7,6 +7,7 @@ runs as the `postgres` account (or `nobody`) through `runuser`.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -38,8 +39,10 @@ class PostgresServer:
     def __init__(self) -> None:
         initdb, pg_ctl = find_bin("initdb"), find_bin("pg_ctl")
         if not initdb or not pg_ctl:
-            raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl) not found; "
-                               "install the postgresql package")
+            raise RuntimeError(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found; "
+                "install the postgresql package"
+            )
         self.initdb, self.pg_ctl = initdb, pg_ctl
         self.root = Path(tempfile.mkdtemp(prefix="syncd-pg-"))
         self.data = self.root / "data"
@@ -57,17 +60,40 @@ class PostgresServer:
             self._prefix = ["runuser", "-u", account, "--"]
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self._prefix, *args], check=True, capture_output=True, text=True,
-                       cwd=self.root)
+        subprocess.run(
+            [*self._prefix, *args], check=True, capture_output=True, text=True, cwd=self.root
+        )
 
     def start(self) -> None:
-        self._run(self.initdb, "-D", str(self.data), "-U", self.user, "--auth=trust",
-                  "--encoding=UTF8", "--locale=C", "--no-sync")
-        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-                   f"-c unix_socket_directories={self.root} -c fsync=off "
-                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.root / "log"), "-w",
-                  "-t", "60", "-o", options, "start")
+        self._run(
+            self.initdb,
+            "-D",
+            str(self.data),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+            f"-c unix_socket_directories={self.root} -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            self.pg_ctl,
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -78,10 +104,8 @@ class PostgresServer:
         raise RuntimeError(f"PostgreSQL did not start; log: {self.root / 'log'}")
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, dbname: str = "postgres") -> str:

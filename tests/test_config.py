@@ -55,18 +55,28 @@ def test_good_config_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "tok-123456" not in repr(source) and "tok-123456" not in repr(token)
 
 
-@pytest.mark.parametrize(("change", "key", "expected"), [
-    (("lookback = \"10m\"", "lookback = \"soon\""), "sync.lookback", "duration"),
-    (('kind = "jira"', 'kind = "jiraa"'), "sources[0].kind", "installed connectors: jira"),
-    (('value_stream = "Checkout"', 'value_strem = "Checkout"'), "sources[0].value_strem",
-     "unknown key"),
-    (('"Blocked" = "waiting"', '"Blocked" = "paused"'), "sources[0].stages.Blocked",
-     "'new', 'active', 'waiting', 'done' or 'canceled'"),
-    (('url = "https://acme.atlassian.net/"', 'url = "acme"'), "sources[0].url", "http(s) URL"),
-    (('name = "acme"\n', ''), "sources[0].name", "required key is missing"),
-])
-def test_errors_name_file_key_and_expectation(tmp_path: Path, change: tuple[str, str], key: str,
-                                              expected: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "key", "expected"),
+    [
+        (('lookback = "10m"', 'lookback = "soon"'), "sync.lookback", "duration"),
+        (('kind = "jira"', 'kind = "jiraa"'), "sources[0].kind", "installed connectors: jira"),
+        (
+            ('value_stream = "Checkout"', 'value_strem = "Checkout"'),
+            "sources[0].value_strem",
+            "unknown key",
+        ),
+        (
+            ('"Blocked" = "waiting"', '"Blocked" = "paused"'),
+            "sources[0].stages.Blocked",
+            "'new', 'active', 'waiting', 'done' or 'canceled'",
+        ),
+        (('url = "https://acme.atlassian.net/"', 'url = "acme"'), "sources[0].url", "http(s) URL"),
+        (('name = "acme"\n', ""), "sources[0].name", "required key is missing"),
+    ],
+)
+def test_errors_name_file_key_and_expectation(
+    tmp_path: Path, change: tuple[str, str], key: str, expected: str
+) -> None:
     path = write(tmp_path, GOOD.replace(*change))
     with pytest.raises(ConfigError) as err:
         load_config(path)
@@ -96,7 +106,9 @@ def test_token_file(tmp_path: Path) -> None:
     assert token is not None and token.get_secret_value() == "from-a-file"
 
 
-def test_cli_exit_code_2_on_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exit_code_2_on_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = write(tmp_path, GOOD.replace('kind = "jira"', 'kind = "trello"'))
     assert main(["sync", "-c", str(path)]) == 2
     err = capsys.readouterr().err

@@ -25,13 +25,20 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 URL = "https://tracker.example/rest/api/3/thing"
 
 
-def client(handler: Callable[[httpx.Request], httpx.Response], sleeps: list[float],
-           **config: object) -> HttpClient:
-    return HttpClient(HttpConfig(**config), transport=httpx.MockTransport(handler),
-                      sleep=sleeps.append, clock=lambda: NOW)
+def client(
+    handler: Callable[[httpx.Request], httpx.Response], sleeps: list[float], **config: object
+) -> HttpClient:
+    return HttpClient(
+        HttpConfig(**config),
+        transport=httpx.MockTransport(handler),
+        sleep=sleeps.append,
+        clock=lambda: NOW,
+    )
 
 
-def sequence(*responses: httpx.Response | Exception) -> tuple[Callable[[httpx.Request], httpx.Response], list[httpx.Request]]:
+def sequence(
+    *responses: httpx.Response | Exception,
+) -> tuple[Callable[[httpx.Request], httpx.Response], list[httpx.Request]]:
     seen: list[httpx.Request] = []
     queue = list(responses)
 
@@ -46,8 +53,9 @@ def sequence(*responses: httpx.Response | Exception) -> tuple[Callable[[httpx.Re
 
 
 def test_429_honours_retry_after_then_succeeds() -> None:
-    handler, seen = sequence(httpx.Response(429, headers={"Retry-After": "7"}),
-                             httpx.Response(200, json={"ok": True}))
+    handler, seen = sequence(
+        httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json={"ok": True})
+    )
     sleeps: list[float] = []
     with client(handler, sleeps) as http:
         assert http.json("GET", URL) == {"ok": True}
@@ -59,8 +67,9 @@ def test_429_honours_retry_after_then_succeeds() -> None:
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
 def test_server_errors_are_retried_with_backoff(status: int) -> None:
-    handler, seen = sequence(httpx.Response(status), httpx.Response(status),
-                             httpx.Response(200, json=[]))
+    handler, seen = sequence(
+        httpx.Response(status), httpx.Response(status), httpx.Response(200, json=[])
+    )
     sleeps: list[float] = []
     with client(handler, sleeps, backoff_initial="1s", backoff_max="10s") as http:
         assert http.json("GET", URL) == []
@@ -68,9 +77,17 @@ def test_server_errors_are_retried_with_backoff(status: int) -> None:
     assert len(sleeps) == 2 and all(0 <= s <= 10 for s in sleeps)
 
 
-@pytest.mark.parametrize(("status", "error"), [
-    (400, BadRequest), (401, AuthError), (403, AuthError), (404, NotFound), (410, BadRequest),
-    (422, BadRequest)])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, BadRequest),
+        (401, AuthError),
+        (403, AuthError),
+        (404, NotFound),
+        (410, BadRequest),
+        (422, BadRequest),
+    ],
+)
 def test_client_errors_are_never_retried(status: int, error: type[Exception]) -> None:
     handler, seen = sequence(httpx.Response(status, json={"errorMessages": ["nope"]}))
     sleeps: list[float] = []
@@ -81,8 +98,9 @@ def test_client_errors_are_never_retried(status: int, error: type[Exception]) ->
 
 
 def test_403_with_retry_after_is_a_rate_limit() -> None:
-    handler, seen = sequence(httpx.Response(403, headers={"Retry-After": "3"}),
-                             httpx.Response(200, json={}))
+    handler, seen = sequence(
+        httpx.Response(403, headers={"Retry-After": "3"}), httpx.Response(200, json={})
+    )
     sleeps: list[float] = []
     with client(handler, sleeps) as http:
         http.request("GET", URL)
@@ -91,9 +109,12 @@ def test_403_with_retry_after_is_a_rate_limit() -> None:
 
 def test_exhausted_budget_waits_for_reset_header() -> None:
     reset = int((NOW + timedelta(seconds=42)).timestamp())
-    handler, seen = sequence(httpx.Response(429, headers={"x-ratelimit-remaining": "0",
-                                                          "x-ratelimit-reset": str(reset)}),
-                             httpx.Response(200, json={}))
+    handler, _ = sequence(
+        httpx.Response(
+            429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(reset)}
+        ),
+        httpx.Response(200, json={}),
+    )
     sleeps: list[float] = []
     with client(handler, sleeps) as http:
         http.request("GET", URL)
@@ -132,8 +153,9 @@ def test_retry_after_beyond_the_limit_fails_instead_of_blocking() -> None:
 
 
 def test_html_body_with_200_is_a_malformed_page() -> None:
-    handler, _ = sequence(httpx.Response(200, text="<html>maintenance</html>",
-                                         headers={"content-type": "text/html"}))
+    handler, _ = sequence(
+        httpx.Response(200, text="<html>maintenance</html>", headers={"content-type": "text/html"})
+    )
     with client(handler, []) as http, pytest.raises(MalformedPage) as err:
         http.json("GET", URL)
     assert "text/html" in str(err.value) and "/rest/api/3/thing" in str(err.value)

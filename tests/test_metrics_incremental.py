@@ -22,48 +22,74 @@ STAGES = [Stage.NEW, Stage.ACTIVE, Stage.WAITING, Stage.DONE, Stage.CANCELED]
 
 
 def history(created: datetime, steps: list[tuple[int, Stage]]) -> list[Transition]:
-    out = [Transition(at=created, from_state=None, to_state="new", from_stage=None,
-                      to_stage=Stage.NEW)]
+    out = [
+        Transition(at=created, from_state=None, to_state="new", from_stage=None, to_stage=Stage.NEW)
+    ]
     at = created
     for hours, stage in steps:
         at = at + timedelta(hours=hours, seconds=hours * 7)
         prev = out[-1]
         if stage is prev.to_stage:
             continue
-        out.append(Transition(at=at, from_state=prev.to_state, to_state=stage.value,
-                              from_stage=prev.to_stage, to_stage=stage))
+        out.append(
+            Transition(
+                at=at,
+                from_state=prev.to_state,
+                to_state=stage.value,
+                from_stage=prev.to_stage,
+                to_stage=stage,
+            )
+        )
     return out
 
 
 def item(n: int, vs: str, flow_type: str, transitions: list[Transition]) -> FlowItem:
     last = transitions[-1]
-    return FlowItem(source="src", id=str(n), key=f"K-{n}", kind="issue", title=f"item {n}",
-                    project="K", flow_type=flow_type, value_stream=vs, stage=last.to_stage,
-                    state=last.to_state, created_at=transitions[0].at, updated_at=last.at,
-                    transitions=transitions)
+    return FlowItem(
+        source="src",
+        id=str(n),
+        key=f"K-{n}",
+        kind="issue",
+        title=f"item {n}",
+        project="K",
+        flow_type=flow_type,
+        value_stream=vs,
+        stage=last.to_stage,
+        state=last.to_state,
+        created_at=transitions[0].at,
+        updated_at=last.at,
+        transitions=transitions,
+    )
 
 
 change = st.tuples(
-    st.integers(0, 5),                                   # which item
-    st.sampled_from(["A", "B"]),                         # value stream
-    st.sampled_from(FLOW_TYPES),                         # flow type
-    st.integers(0, 24 * 40),                             # created, hours before as-of
+    st.integers(0, 5),  # which item
+    st.sampled_from(["A", "B"]),  # value stream
+    st.sampled_from(FLOW_TYPES),  # flow type
+    st.integers(0, 24 * 40),  # created, hours before as-of
     st.lists(st.tuples(st.integers(0, 24 * 9), st.sampled_from(STAGES)), max_size=6),
-    st.integers(0, 24 * 12),                             # then time passes, hours
+    st.integers(0, 24 * 12),  # then time passes, hours
 )
 
 
 def expected_rows(warehouse: Warehouse, as_of: datetime) -> dict[tuple[str, str], list[str]]:
     out: dict[tuple[str, str], list[str]] = {}
     with warehouse.engine.connect() as conn:
-        streams = sorted(set(conn.execute(sa.text("select distinct value_stream from items")).scalars()))
+        streams = sorted(
+            set(conn.execute(sa.text("select distinct value_stream from items")).scalars())
+        )
         for vs in streams:
-            items = [MetricItem(key=f"{i.source}:{i.key}", flow_type=i.flow_type,
-                                transitions=i.transitions)
-                     for i in warehouse.load_items(conn, vs)]
+            items = [
+                MetricItem(
+                    key=f"{i.source}:{i.key}", flow_type=i.flow_type, transitions=i.transitions
+                )
+                for i in warehouse.load_items(conn, vs)
+            ]
             for kind in PERIOD_KINDS:
-                out[(vs, kind)] = sorted(json.dumps(r.to_json(), sort_keys=True)
-                                         for r in compute_all(vs, kind, items, as_of))
+                out[(vs, kind)] = sorted(
+                    json.dumps(r.to_json(), sort_keys=True)
+                    for r in compute_all(vs, kind, items, as_of)
+                )
     return {k: v for k, v in out.items() if v}
 
 
@@ -72,7 +98,8 @@ def actual_rows(warehouse: Warehouse) -> dict[tuple[str, str], list[str]]:
     for kind in PERIOD_KINDS:
         for row in stored_rows(warehouse, kind=kind, fill=False):
             out.setdefault((row.value_stream, kind), []).append(
-                json.dumps(row.to_json(), sort_keys=True))
+                json.dumps(row.to_json(), sort_keys=True)
+            )
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -81,21 +108,32 @@ def warehouse(warehouse_url: str) -> Warehouse:
     return Warehouse(warehouse_url)
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(changes=st.lists(change, min_size=1, max_size=8))
-def test_incremental_equals_full_recompute(warehouse: Warehouse,
-                                           changes: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_incremental_equals_full_recompute(warehouse: Warehouse, changes: list[tuple]) -> None:  # type: ignore[type-arg]
     with warehouse.begin() as conn:
-        for table in ("items", "transitions", "item_links", "metric_rows", "metric_dirty",
-                      "warehouse_meta", "cursors", "raw_pages"):
+        for table in (
+            "items",
+            "transitions",
+            "item_links",
+            "metric_rows",
+            "metric_dirty",
+            "warehouse_meta",
+            "cursors",
+            "raw_pages",
+        ):
             conn.execute(sa.text(f"delete from {table}"))
     as_of = T0
     for n, vs, flow_type, created_h, steps, passing_h in changes:
         created = as_of - timedelta(hours=created_h)
         transitions = [t for t in history(created, steps) if t.at <= as_of]
-        page = Page(raws=[], items=[item(n, vs, flow_type, transitions)],
-                    cursor=Cursor(watermark=as_of))
+        page = Page(
+            raws=[], items=[item(n, vs, flow_type, transitions)], cursor=Cursor(watermark=as_of)
+        )
         warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
         stats = update_metrics(warehouse, as_of=as_of)
         assert actual_rows(warehouse) == expected_rows(warehouse, as_of)
@@ -107,16 +145,32 @@ def test_incremental_equals_full_recompute(warehouse: Warehouse,
 
 def test_incremental_touches_only_dirty_buckets(warehouse: Warehouse) -> None:
     as_of = T0
-    items = [item(i, "A", "feature", history(as_of - timedelta(days=300 - i * 10),
-                                            [(24, Stage.ACTIVE), (48, Stage.DONE)]))
-             for i in range(20)]
-    warehouse.commit_page(source="src", stream="s", run_id="r",
-                          page=Page(raws=[], items=items, cursor=Cursor()), now=as_of)
+    items = [
+        item(
+            i,
+            "A",
+            "feature",
+            history(as_of - timedelta(days=300 - i * 10), [(24, Stage.ACTIVE), (48, Stage.DONE)]),
+        )
+        for i in range(20)
+    ]
+    warehouse.commit_page(
+        source="src",
+        stream="s",
+        run_id="r",
+        page=Page(raws=[], items=items, cursor=Cursor()),
+        now=as_of,
+    )
     first = update_metrics(warehouse, as_of=as_of)
     assert first.full
     changed = item(5, "A", "defect", items[5].transitions)
-    warehouse.commit_page(source="src", stream="s", run_id="r",
-                          page=Page(raws=[], items=[changed], cursor=Cursor()), now=as_of)
+    warehouse.commit_page(
+        source="src",
+        stream="s",
+        run_id="r",
+        page=Page(raws=[], items=[changed], cursor=Cursor()),
+        now=as_of,
+    )
     second = update_metrics(warehouse, as_of=as_of)
     assert not second.full
     # one item finished within 3 days: a handful of day/week/month/quarter buckets

@@ -25,8 +25,10 @@ EMAIL, TOKEN = "bot@example.com", "sim-token-9f8e7d6c5b"
 
 
 def make_config(tmp_path: Path, url: str, warehouse_url: str, **source: Any) -> Config:
-    extra = "".join(f"{k} = {v!r}\n".replace("'", '"') if isinstance(v, str) else f"{k} = {v}\n"
-                    for k, v in source.items())
+    extra = "".join(
+        f"{k} = {v!r}\n".replace("'", '"') if isinstance(v, str) else f"{k} = {v}\n"
+        for k, v in source.items()
+    )
     text = f"""
 [warehouse]
 url = "{warehouse_url}"
@@ -60,9 +62,12 @@ def sleeps() -> list[float]:
     return []
 
 
-def run_sync(config: Config, warehouse: Warehouse, sleeps: list[float], **kw: Any) -> list[SourceResult]:
-    with HttpClient(HttpConfig(backoff_initial=0.01, backoff_max=0.05),
-                    sleep=sleeps.append) as http:
+def run_sync(
+    config: Config, warehouse: Warehouse, sleeps: list[float], **kw: Any
+) -> list[SourceResult]:
+    with HttpClient(
+        HttpConfig(backoff_initial=0.01, backoff_max=0.05), sleep=sleeps.append
+    ) as http:
         return sync_all(config, warehouse, http, **kw)
 
 
@@ -77,8 +82,9 @@ def stored_moves(warehouse: Warehouse) -> dict[str, list[tuple[datetime, str | N
 
 
 def truth(sim: JiraSimulator) -> dict[str, list[tuple[datetime, str | None, str]]]:
-    return {key: [(at, frm, to) for at, frm, to, _res in sim.issue_history(key)]
-            for key in sim.keys}
+    return {
+        key: [(at, frm, to) for at, frm, to, _res in sim.issue_history(key)] for key in sim.keys
+    }
 
 
 @pytest.fixture
@@ -87,8 +93,9 @@ def sim() -> Iterator[JiraSimulator]:
         yield s
 
 
-def test_first_sync_stores_complete_histories(sim: JiraSimulator, tmp_path: Path,
-                                              warehouse_url: str, sleeps: list[float]) -> None:
+def test_first_sync_stores_complete_histories(
+    sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
     config = make_config(tmp_path, sim.base_url, warehouse_url, batch_size=50, page_size=25)
     warehouse = Warehouse(warehouse_url)
     [result] = run_sync(config, warehouse, sleeps)
@@ -103,8 +110,9 @@ def test_first_sync_stores_complete_histories(sim: JiraSimulator, tmp_path: Path
     assert not any("/changelog" in p and "/issue/" in p for p in paths)
 
 
-def test_no_change_resync_costs_two_requests(sim: JiraSimulator, tmp_path: Path,
-                                             warehouse_url: str, sleeps: list[float]) -> None:
+def test_no_change_resync_costs_two_requests(
+    sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
     config = make_config(tmp_path, sim.base_url, warehouse_url)
     warehouse = Warehouse(warehouse_url)
     run_sync(config, warehouse, sleeps)
@@ -117,7 +125,8 @@ def test_no_change_resync_costs_two_requests(sim: JiraSimulator, tmp_path: Path,
 
 
 def test_changed_issues_resync_to_exactly_the_trackers_history(
-        sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float]) -> None:
+    sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
     config = make_config(tmp_path, sim.base_url, warehouse_url)
     warehouse = Warehouse(warehouse_url)
     run_sync(config, warehouse, sleeps)
@@ -132,9 +141,11 @@ def test_changed_issues_resync_to_exactly_the_trackers_history(
 
 
 def test_bulkfetch_absent_falls_back_to_per_issue_changelog(
-        tmp_path: Path, warehouse_url: str, sleeps: list[float]) -> None:
-    with JiraSimulator(items=30, seed=4, anchor=ANCHOR, email=EMAIL, token=TOKEN,
-                       bulkfetch=False) as sim:
+    tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
+    with JiraSimulator(
+        items=30, seed=4, anchor=ANCHOR, email=EMAIL, token=TOKEN, bulkfetch=False
+    ) as sim:
         config = make_config(tmp_path, sim.base_url, warehouse_url)
         warehouse = Warehouse(warehouse_url)
         [result] = run_sync(config, warehouse, sleeps)
@@ -145,12 +156,20 @@ def test_bulkfetch_absent_falls_back_to_per_issue_changelog(
 
 
 def test_datacenter_completes_truncated_embedded_changelogs(
-        tmp_path: Path, warehouse_url: str, sleeps: list[float], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, warehouse_url: str, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SIM_EMAIL")
-    with JiraSimulator(items=40, seed=5, anchor=ANCHOR, token=TOKEN, deployment="datacenter",
-                       embedded_changelog_limit=3) as sim:
+    with JiraSimulator(
+        items=40,
+        seed=5,
+        anchor=ANCHOR,
+        token=TOKEN,
+        deployment="datacenter",
+        embedded_changelog_limit=3,
+    ) as sim:
         path = tmp_path / "dc.toml"
-        path.write_text(f"""
+        path.write_text(
+            f"""
 [warehouse]
 url = "{warehouse_url}"
 [[sources]]
@@ -162,7 +181,9 @@ jql = "project = DEMO"
 page_size = 15
 [sources.stages]
 "Blocked" = "waiting"
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         config = load_config(path)
         warehouse = Warehouse(warehouse_url)
         [result] = run_sync(config, warehouse, sleeps)
@@ -176,10 +197,12 @@ page_size = 15
         assert again.ok and again.items == 0 and len(sim.requests) <= 2
 
 
-def test_rate_limit_storm_is_survived(tmp_path: Path, warehouse_url: str,
-                                      sleeps: list[float]) -> None:
-    with JiraSimulator(items=60, seed=6, anchor=ANCHOR, email=EMAIL, token=TOKEN,
-                       rate_limit_every=2, retry_after=1) as sim:
+def test_rate_limit_storm_is_survived(
+    tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
+    with JiraSimulator(
+        items=60, seed=6, anchor=ANCHOR, email=EMAIL, token=TOKEN, rate_limit_every=2, retry_after=1
+    ) as sim:
         config = make_config(tmp_path, sim.base_url, warehouse_url, page_size=20)
         warehouse = Warehouse(warehouse_url)
         [result] = run_sync(config, warehouse, sleeps)
@@ -189,8 +212,12 @@ def test_rate_limit_storm_is_survived(tmp_path: Path, warehouse_url: str,
 
 
 def test_interrupted_sync_resumes_without_loss_or_duplicates(
-        sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: JiraSimulator,
+    tmp_path: Path,
+    warehouse_url: str,
+    sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = make_config(tmp_path, sim.base_url, warehouse_url, batch_size=20, page_size=20)
     warehouse = Warehouse(warehouse_url)
     original = Warehouse.commit_page
@@ -214,21 +241,27 @@ def test_interrupted_sync_resumes_without_loss_or_duplicates(
     assert result.ok and result.items == 80  # resumed after page 2, not from the start
     assert stored_moves(warehouse) == truth(sim)
     transitions = list(iter_transitions(warehouse))
-    assert len(transitions) == len({(t["key"], t["at"], t["to_state"], t["to_stage"])
-                                     for t in transitions})
+    assert len(transitions) == len(
+        {(t["key"], t["at"], t["to_state"], t["to_stage"]) for t in transitions}
+    )
 
     fresh_url = warehouse_url
     del fresh_url  # the uninterrupted run for comparison uses its own SQLite file
     other = Warehouse(f"sqlite:///{tmp_path / 'uninterrupted.db'}")
     run_sync(config, other, sleeps)
     strip = ("updated_at",)
-    assert [{k: v for k, v in i.items() if k not in strip} for i in iter_items(warehouse)] == \
-        [{k: v for k, v in i.items() if k not in strip} for i in iter_items(other)]
+    assert [{k: v for k, v in i.items() if k not in strip} for i in iter_items(warehouse)] == [
+        {k: v for k, v in i.items() if k not in strip} for i in iter_items(other)
+    ]
 
 
 def test_bad_token_fails_clearly_and_keeps_the_cursor(
-        sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim: JiraSimulator,
+    tmp_path: Path,
+    warehouse_url: str,
+    sleeps: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     config = make_config(tmp_path, sim.base_url, warehouse_url)
     warehouse = Warehouse(warehouse_url)
     run_sync(config, warehouse, sleeps)

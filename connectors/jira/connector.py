@@ -15,7 +15,7 @@ watermark advances only when a stream completes; until then the cursor keeps the
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -59,7 +59,7 @@ class BearerAuth(httpx.Auth):
     def __repr__(self) -> str:
         return "BearerAuth(***)"
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = self._header
         yield request
 
@@ -96,8 +96,7 @@ class JiraConnector:
             self._auth = _BasicAuth(email, self._token)
         elif self._token:
             self._auth = BearerAuth(self._token)
-        self.deployment: str | None = (None if config.deployment == "auto"
-                                       else config.deployment)
+        self.deployment: str | None = None if config.deployment == "auto" else config.deployment
         self.bulkfetch_available = True
 
     def __repr__(self) -> str:
@@ -120,24 +119,37 @@ class JiraConnector:
             client = self._jira_client()
             info = client.server_info()
             deployment = self.deployment or (
-                "cloud" if info.get("deploymentType") == "Cloud" else "datacenter")
+                "cloud" if info.get("deploymentType") == "Cloud" else "datacenter"
+            )
             self.deployment = deployment
-            results.append(CheckResult(True, f"{name}: reached {self.base} (Jira "
-                                             f"{info.get('version', '?')}, {deployment})"))
+            results.append(
+                CheckResult(
+                    True,
+                    f"{name}: reached {self.base} (Jira {info.get('version', '?')}, {deployment})",
+                )
+            )
             me = client.myself()
-            results.append(CheckResult(True, f"{name}: authenticated as "
-                                             f"{me.get('displayName') or me.get('name') or '?'}"))
+            results.append(
+                CheckResult(
+                    True,
+                    f"{name}: authenticated as {me.get('displayName') or me.get('name') or '?'}",
+                )
+            )
             projects = client.projects()
             statuses = client.statuses()
-            results.append(CheckResult(True, f"{name}: {len(projects)} projects and "
-                                             f"{len(statuses)} statuses visible"))
+            results.append(
+                CheckResult(
+                    True, f"{name}: {len(projects)} projects and {len(statuses)} statuses visible"
+                )
+            )
         except Exception as exc:  # the jira package raises its own and requests' errors
             results.append(CheckResult(False, f"{name}: {self._explain(exc)}"))
             return results
         try:
             self._search_probe()
-            results.append(CheckResult(True, f"{name}: JQL scope accepted"
-                                             f" ({self.config.jql or 'all issues'})"))
+            results.append(
+                CheckResult(True, f"{name}: JQL scope accepted ({self.config.jql or 'all issues'})")
+            )
         except SyncdError as exc:
             results.append(CheckResult(False, f"{name}: JQL scope refused: {exc}"))
         return results
@@ -168,19 +180,34 @@ class JiraConnector:
     def _api(self) -> str:
         return "3" if self.deployment == "cloud" else "2"
 
-    def _get(self, path: str, raws: list[RawPage] | None, *,
-             params: Mapping[str, Any] | None = None) -> Any:
+    def _get(
+        self, path: str, raws: list[RawPage] | None, *, params: Mapping[str, Any] | None = None
+    ) -> Any:
         return self._call("GET", path, raws, params=params)
 
-    def _call(self, method: str, path: str, raws: list[RawPage] | None, *,
-              params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        raws: list[RawPage] | None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> Any:
         url = f"{self.base}{path}"
         response = self.http.request(method, url, params=params, json_body=body, auth=self._auth)
         data = decode_json(response)
         if raws is not None:
-            raws.append(RawPage(stream=STREAM, method=method, url=url,
-                                params=dict(body if body is not None else params or {}),
-                                body=data, fetched_at=datetime.now(UTC)))
+            raws.append(
+                RawPage(
+                    stream=STREAM,
+                    method=method,
+                    url=url,
+                    params=dict(body if body is not None else params or {}),
+                    body=data,
+                    fetched_at=datetime.now(UTC),
+                )
+            )
         return data
 
     def _detect(self) -> str:
@@ -202,26 +229,41 @@ class JiraConnector:
         return Cursor(watermark=watermark, state={"deployment": self.deployment, **resume})
 
     @staticmethod
-    def _final_watermark(old: datetime | None, seen: datetime | None, run: RunContext) -> datetime | None:
+    def _final_watermark(
+        old: datetime | None, seen: datetime | None, run: RunContext
+    ) -> datetime | None:
         """Everything updated before the run started and at or after the bound was seen;
         the tracker's own clock decides, capped at the run's start."""
         best = max((t for t in (old, seen) if t is not None), default=None)
         return min(best, run.started_at) if best else None
 
-    def _parse(self, issues: Sequence[Mapping[str, Any]],
-               histories: Mapping[str, list[Mapping[str, Any]]],
-               mapping: JiraMapping) -> tuple[list[FlowItem], int]:
+    def _parse(
+        self,
+        issues: Sequence[Mapping[str, Any]],
+        histories: Mapping[str, list[Mapping[str, Any]]],
+        mapping: JiraMapping,
+    ) -> tuple[list[FlowItem], int]:
         items: list[FlowItem] = []
         skipped = 0
         for issue in issues:
             try:
-                items.append(parse_issue(issue, histories.get(str(issue.get("id")), ()),
-                                         mapping, source=self.config.name,
-                                         value_stream=self.config.stream_value))
+                items.append(
+                    parse_issue(
+                        issue,
+                        histories.get(str(issue.get("id")), ()),
+                        mapping,
+                        source=self.config.name,
+                        value_stream=self.config.stream_value,
+                    )
+                )
             except SkippableRecord as exc:
                 skipped += 1
-                log.error("jira.record_skipped", source=self.config.name,
-                          key=issue.get("key") or exc.key, error=str(exc))
+                log.error(
+                    "jira.record_skipped",
+                    source=self.config.name,
+                    key=issue.get("key") or exc.key,
+                    error=str(exc),
+                )
         return items, skipped
 
     @staticmethod
@@ -245,7 +287,9 @@ class JiraConnector:
         return out
 
     @staticmethod
-    def _max_updated(issues: Sequence[Mapping[str, Any]], current: datetime | None) -> datetime | None:
+    def _max_updated(
+        issues: Sequence[Mapping[str, Any]], current: datetime | None
+    ) -> datetime | None:
         for issue in issues:
             try:
                 updated = parse_time((issue.get("fields") or {}).get("updated"), "updated")
@@ -257,8 +301,14 @@ class JiraConnector:
 
     # -- Cloud ---------------------------------------------------------------------------
 
-    def _fetch_cloud(self, watermark: datetime | None, state: dict[str, Any], run: RunContext,
-                     mapping: JiraMapping, raws: list[RawPage]) -> Iterator[Page]:
+    def _fetch_cloud(
+        self,
+        watermark: datetime | None,
+        state: dict[str, Any],
+        run: RunContext,
+        mapping: JiraMapping,
+        raws: list[RawPage],
+    ) -> Iterator[Page]:
         if state.get("token") and state.get("bound_ms") is not None:
             bound_ms: int = int(state["bound_ms"])
             token: str | None = str(state["token"])
@@ -271,9 +321,11 @@ class JiraConnector:
         while not is_last:
             batch: list[Mapping[str, Any]] = []
             while not is_last and len(batch) < self.config.batch_size:
-                body: dict[str, Any] = {"jql": jql, "fields": list(ISSUE_FIELDS),
-                                        "maxResults": min(self.config.page_size,
-                                                          self.config.batch_size - len(batch))}
+                body: dict[str, Any] = {
+                    "jql": jql,
+                    "fields": list(ISSUE_FIELDS),
+                    "maxResults": min(self.config.page_size, self.config.batch_size - len(batch)),
+                }
                 if token:
                     body["nextPageToken"] = token
                 try:
@@ -281,8 +333,11 @@ class JiraConnector:
                 except BadRequest:
                     if not token:
                         raise
-                    log.warning("jira.token_rejected", source=self.config.name,
-                                action="restarting the stream from its bound")
+                    log.warning(
+                        "jira.token_rejected",
+                        source=self.config.name,
+                        action="restarting the stream from its bound",
+                    )
                     token = None
                     continue
                 if not isinstance(page, Mapping) or not isinstance(page.get("issues"), list):
@@ -297,13 +352,18 @@ class JiraConnector:
             if is_last:
                 cursor = self._cursor(self._final_watermark(watermark, seen, run))
             else:
-                cursor = self._cursor(watermark, token=token, bound_ms=bound_ms,
-                                      seen=seen.isoformat() if seen else None)
+                cursor = self._cursor(
+                    watermark,
+                    token=token,
+                    bound_ms=bound_ms,
+                    seen=seen.isoformat() if seen else None,
+                )
             yield Page(raws=list(raws), items=items, cursor=cursor, skipped=skipped)
             raws.clear()
 
-    def _cloud_histories(self, ids: Sequence[str],
-                         raws: list[RawPage]) -> dict[str, list[Mapping[str, Any]]]:
+    def _cloud_histories(
+        self, ids: Sequence[str], raws: list[RawPage]
+    ) -> dict[str, list[Mapping[str, Any]]]:
         if not ids:
             return {}
         if self.bulkfetch_available:
@@ -311,24 +371,32 @@ class JiraConnector:
                 return self._bulkfetch(ids, raws)
             except NotFound:
                 self.bulkfetch_available = False
-                log.warning("jira.bulkfetch_unavailable", source=self.config.name,
-                            action="per-issue changelog paging")
+                log.warning(
+                    "jira.bulkfetch_unavailable",
+                    source=self.config.name,
+                    action="per-issue changelog paging",
+                )
         return {issue_id: self._issue_changelog(issue_id, raws) for issue_id in ids}
 
-    def _bulkfetch(self, ids: Sequence[str],
-                   raws: list[RawPage]) -> dict[str, list[Mapping[str, Any]]]:
+    def _bulkfetch(
+        self, ids: Sequence[str], raws: list[RawPage]
+    ) -> dict[str, list[Mapping[str, Any]]]:
         out: dict[str, list[Mapping[str, Any]]] = {i: [] for i in ids}
         token: str | None = None
         for start in range(0, len(ids), 1000):
-            chunk = list(ids[start:start + 1000])
+            chunk = list(ids[start : start + 1000])
             while True:
-                body: dict[str, Any] = {"issueIdsOrKeys": chunk, "fieldIds": list(HISTORY_FIELDS),
-                                        "maxResults": self.config.changelog_page_size}
+                body: dict[str, Any] = {
+                    "issueIdsOrKeys": chunk,
+                    "fieldIds": list(HISTORY_FIELDS),
+                    "maxResults": self.config.changelog_page_size,
+                }
                 if token:
                     body["nextPageToken"] = token
                 page = self._call("POST", "/rest/api/3/changelog/bulkfetch", raws, body=body)
                 if not isinstance(page, Mapping) or not isinstance(
-                        page.get("issueChangeLogs", []), list):
+                    page.get("issueChangeLogs", []), list
+                ):
                     raise MalformedPage("changelog/bulkfetch: expected 'issueChangeLogs' array")
                 for log_entry in page.get("issueChangeLogs") or ():
                     issue_id = str(log_entry.get("issueId"))
@@ -342,8 +410,11 @@ class JiraConnector:
         histories: list[Mapping[str, Any]] = []
         start = 0
         while True:
-            page = self._get(f"/rest/api/{self._api()}/issue/{issue_id}/changelog", raws,
-                              params={"startAt": start, "maxResults": 100})
+            page = self._get(
+                f"/rest/api/{self._api()}/issue/{issue_id}/changelog",
+                raws,
+                params={"startAt": start, "maxResults": 100},
+            )
             values = page.get("values") if isinstance(page, Mapping) else None
             if not isinstance(values, list):
                 raise MalformedPage(f"changelog of issue {issue_id}: expected a 'values' array")
@@ -355,9 +426,14 @@ class JiraConnector:
 
     # -- Data Center ---------------------------------------------------------------------
 
-    def _fetch_datacenter(self, watermark: datetime | None, state: dict[str, Any],
-                          run: RunContext, mapping: JiraMapping,
-                          raws: list[RawPage]) -> Iterator[Page]:
+    def _fetch_datacenter(
+        self,
+        watermark: datetime | None,
+        state: dict[str, Any],
+        run: RunContext,
+        mapping: JiraMapping,
+        raws: list[RawPage],
+    ) -> Iterator[Page]:
         if state.get("start_at") is not None and state.get("bound_ms") is not None:
             bound_ms, start_at = int(state["bound_ms"]), int(state["start_at"])
         else:
@@ -366,16 +442,25 @@ class JiraConnector:
         seen = datetime.fromisoformat(state["seen"]) if state.get("seen") else None
         jql = self._jql(datetime.fromtimestamp(bound_ms / 1000, UTC) if bound_ms else None)
         while True:
-            page = self._get("/rest/api/2/search", raws, params={
-                "jql": jql, "startAt": start_at, "maxResults": self.config.page_size,
-                "fields": ",".join(ISSUE_FIELDS), "expand": "changelog"})
+            page = self._get(
+                "/rest/api/2/search",
+                raws,
+                params={
+                    "jql": jql,
+                    "startAt": start_at,
+                    "maxResults": self.config.page_size,
+                    "fields": ",".join(ISSUE_FIELDS),
+                    "expand": "changelog",
+                },
+            )
             if not isinstance(page, Mapping) or not isinstance(page.get("issues"), list):
                 raise MalformedPage("search: expected an object with an 'issues' array")
             issues: list[Mapping[str, Any]] = page["issues"]
             seen = self._max_updated(issues, seen)
             changed = self._changed(issues, run)
-            histories = {str(issue.get("id")): self._embedded_or_full(issue, raws)
-                         for issue in changed}
+            histories = {
+                str(issue.get("id")): self._embedded_or_full(issue, raws) for issue in changed
+            }
             items, skipped = self._parse(changed, histories, mapping)
             start_at += len(issues)
             total = page.get("total")
@@ -383,15 +468,20 @@ class JiraConnector:
             if done:
                 cursor = self._cursor(self._final_watermark(watermark, seen, run))
             else:
-                cursor = self._cursor(watermark, start_at=start_at, bound_ms=bound_ms,
-                                      seen=seen.isoformat() if seen else None)
+                cursor = self._cursor(
+                    watermark,
+                    start_at=start_at,
+                    bound_ms=bound_ms,
+                    seen=seen.isoformat() if seen else None,
+                )
             yield Page(raws=list(raws), items=items, cursor=cursor, skipped=skipped)
             raws.clear()
             if done:
                 return
 
-    def _embedded_or_full(self, issue: Mapping[str, Any],
-                          raws: list[RawPage]) -> list[Mapping[str, Any]]:
+    def _embedded_or_full(
+        self, issue: Mapping[str, Any], raws: list[RawPage]
+    ) -> list[Mapping[str, Any]]:
         changelog = issue.get("changelog") or {}
         histories = list(changelog.get("histories") or ())
         total = changelog.get("total")
@@ -401,8 +491,11 @@ class JiraConnector:
         try:
             return self._issue_changelog(issue_id, raws)
         except NotFound:
-            full = self._get(f"/rest/api/2/issue/{issue_id}", raws,
-                             params={"fields": "status", "expand": "changelog"})
+            full = self._get(
+                f"/rest/api/2/issue/{issue_id}",
+                raws,
+                params={"fields": "status", "expand": "changelog"},
+            )
             return list(((full or {}).get("changelog") or {}).get("histories") or ())
 
     # -- check helpers -------------------------------------------------------------------
@@ -411,8 +504,12 @@ class JiraConnector:
         from jira import JIRA  # the jira package is only needed by `syncd check`
 
         options = {"server": self.base, "verify": True, "headers": {"User-Agent": "syncd-check"}}
-        kwargs: dict[str, Any] = {"options": options, "max_retries": 0, "timeout": 20,
-                                  "get_server_info": False}
+        kwargs: dict[str, Any] = {
+            "options": options,
+            "max_retries": 0,
+            "timeout": 20,
+            "get_server_info": False,
+        }
         if self._auth_mode == "basic" and self._token:
             kwargs["basic_auth"] = (self._email, self._token)
         elif self._token:
@@ -422,11 +519,16 @@ class JiraConnector:
     def _search_probe(self) -> None:
         jql = self._jql(datetime.now(UTC))
         if self.deployment == "cloud":
-            self._call("POST", "/rest/api/3/search/jql", None,
-                       body={"jql": jql, "fields": ["id"], "maxResults": 1})
+            self._call(
+                "POST",
+                "/rest/api/3/search/jql",
+                None,
+                body={"jql": jql, "fields": ["id"], "maxResults": 1},
+            )
         else:
-            self._get("/rest/api/2/search", None,
-                      params={"jql": jql, "fields": "id", "maxResults": 1})
+            self._get(
+                "/rest/api/2/search", None, params={"jql": jql, "fields": "id", "maxResults": 1}
+            )
 
     def _explain(self, exc: Exception) -> str:
         status = getattr(exc, "status_code", None)

@@ -24,8 +24,17 @@ CATEGORY_STAGE = {"new": Stage.NEW, "indeterminate": Stage.ACTIVE, "done": Stage
 HISTORY_FIELDS = ("status", "resolution", "issuetype", "labels")
 
 #: issue fields syncd asks search for
-ISSUE_FIELDS = ("summary", "status", "issuetype", "labels", "resolution", "created", "updated",
-                "project", "issuelinks")
+ISSUE_FIELDS = (
+    "summary",
+    "status",
+    "issuetype",
+    "labels",
+    "resolution",
+    "created",
+    "updated",
+    "project",
+    "issuelinks",
+)
 
 
 def parse_time(value: Any, what: str) -> datetime:
@@ -54,8 +63,7 @@ class StatusCatalogue:
         out: dict[str, tuple[str, str]] = {}
         for status in body:
             try:
-                out[str(status["id"])] = (str(status["name"]),
-                                          str(status["statusCategory"]["key"]))
+                out[str(status["id"])] = (str(status["name"]), str(status["statusCategory"]["key"]))
             except (KeyError, TypeError):
                 continue
         return cls(out)
@@ -67,8 +75,9 @@ class StatusCatalogue:
         category = (status.get("statusCategory") or {}).get("key")
         if not category:
             return self
-        return StatusCatalogue({**self.statuses,
-                                str(status["id"]): (str(status.get("name")), str(category))})
+        return StatusCatalogue(
+            {**self.statuses, str(status["id"]): (str(status.get("name")), str(category))}
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +89,8 @@ class JiraMapping:
     canceled_resolutions: frozenset[str]
     flow_types: FlowTypeRules
     _stages: dict[tuple[str | None, str | None, str | None], Stage] = field(
-        default_factory=dict, compare=False, repr=False)
+        default_factory=dict, compare=False, repr=False
+    )
 
     def stage(self, status_id: str | None, name: str | None, resolution: str | None) -> Stage:
         cache_key = (status_id, name, resolution)
@@ -97,8 +107,11 @@ class JiraMapping:
         stage = override
         if stage is None:
             stage = CATEGORY_STAGE.get(known[1], Stage.NEW) if known else Stage.NEW
-        if (stage is Stage.DONE and resolution
-                and resolution.casefold() in self.canceled_resolutions):
+        if (
+            stage is Stage.DONE
+            and resolution
+            and resolution.casefold() in self.canceled_resolutions
+        ):
             return Stage.CANCELED
         return stage
 
@@ -140,8 +153,9 @@ def parse_issue(
     updated = parse_time(fields.get("updated") or fields.get("created"), f"{key} updated")
     catalogue = mapping.catalogue.with_status(status)
     if catalogue is not mapping.catalogue:
-        mapping = JiraMapping(catalogue, mapping.overrides, mapping.canceled_resolutions,
-                              mapping.flow_types)
+        mapping = JiraMapping(
+            catalogue, mapping.overrides, mapping.canceled_resolutions, mapping.flow_types
+        )
     resolution = (fields.get("resolution") or {}).get("name")
 
     ordered = sorted((_history_order(h), h) for h in histories if isinstance(h, Mapping))
@@ -168,8 +182,9 @@ def parse_issue(
     current_resolution = first_resolution[1] if first_resolution[0] else resolution
     state = mapping.state_name(state_id, state_raw)
     stage = mapping.stage(state_id, state, current_resolution)
-    transitions = [Transition(at=created, from_state=None, to_state=state, from_stage=None,
-                              to_stage=stage)]
+    transitions = [
+        Transition(at=created, from_state=None, to_state=state, from_stage=None, to_stage=stage)
+    ]
     for at, status_item, resolution_item in status_changes:
         if at < created:
             at = created  # clock skew between Jira nodes: never before the creation
@@ -181,8 +196,15 @@ def parse_issue(
             new_state = mapping.state_name(new_id, _str(status_item.get("toString")))
         new_stage = mapping.stage(new_id, new_state, current_resolution)
         if new_id != state_id or new_stage is not stage:
-            transitions.append(Transition(at=at, from_state=state, to_state=new_state,
-                                          from_stage=stage, to_stage=new_stage))
+            transitions.append(
+                Transition(
+                    at=at,
+                    from_state=state,
+                    to_state=new_state,
+                    from_stage=stage,
+                    to_stage=new_stage,
+                )
+            )
         state_id, state, stage = new_id, new_state, new_stage
 
     current_state = mapping.state_name(status_id, _str(status.get("name")))
@@ -190,20 +212,33 @@ def parse_issue(
     if state_id != status_id or stage is not current_stage:
         # The history does not end where the issue stands (a status change the changelog
         # does not show, e.g. an import): close the gap at the last update.
-        transitions.append(Transition(at=max(updated, transitions[-1].at), from_state=state,
-                                      to_state=current_state, from_stage=stage,
-                                      to_stage=current_stage))
+        transitions.append(
+            Transition(
+                at=max(updated, transitions[-1].at),
+                from_state=state,
+                to_state=current_state,
+                from_stage=stage,
+                to_stage=current_stage,
+            )
+        )
 
     issue_type = (fields.get("issuetype") or {}).get("name")
     labels = [str(label) for label in fields.get("labels") or ()]
     return FlowItem(
-        source=source, id=issue_id, key=key, kind="issue",
+        source=source,
+        id=issue_id,
+        key=key,
+        kind="issue",
         title=str(fields.get("summary") or ""),
         project=str((fields.get("project") or {}).get("key") or key.rsplit("-", 1)[0]),
         flow_type=mapping.flow_types.classify(issue_type, labels),
-        value_stream=value_stream, stage=current_stage, state=current_state,
-        created_at=created, updated_at=max(updated, transitions[-1].at),
-        transitions=transitions, links=parse_links(fields.get("issuelinks") or ()),
+        value_stream=value_stream,
+        stage=current_stage,
+        state=current_state,
+        created_at=created,
+        updated_at=max(updated, transitions[-1].at),
+        transitions=transitions,
+        links=parse_links(fields.get("issuelinks") or ()),
     )
 
 
@@ -217,9 +252,14 @@ def parse_links(links: Sequence[Any]) -> list[Link]:
         for direction, field_name in (("outward", "outwardIssue"), ("inward", "inwardIssue")):
             other = link.get(field_name)
             if isinstance(other, Mapping) and other.get("key"):
-                out.append(Link(link_type=link_type, direction=direction,
-                                target_key=str(other["key"]),
-                                target_id=_str(other.get("id"))))
+                out.append(
+                    Link(
+                        link_type=link_type,
+                        direction=direction,
+                        target_key=str(other["key"]),
+                        target_id=_str(other.get("id")),
+                    )
+                )
     return out
 
 

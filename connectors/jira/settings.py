@@ -9,21 +9,39 @@ from pydantic import Field, SecretStr, model_validator
 from syncd.config import FlowTypeRule, SourceConfig, read_secret
 
 DEFAULT_CANCELED_RESOLUTIONS = (
-    "Won't Do", "Won't Fix", "Duplicate", "Cannot Reproduce", "Declined", "Canceled",
-    "Cancelled", "Obsolete", "Rejected", "Not a Bug",
+    "Won't Do",
+    "Won't Fix",
+    "Duplicate",
+    "Cannot Reproduce",
+    "Declined",
+    "Canceled",
+    "Cancelled",
+    "Obsolete",
+    "Rejected",
+    "Not a Bug",
 )
 
 DEFAULT_FLOW_TYPES = (
-    FlowTypeRule(flow_type="risk", issue_types=["Vulnerability", "Security", "Compliance", "Risk"],
-                 labels=["security", "vulnerability", "compliance"]),
-    FlowTypeRule(flow_type="debt", issue_types=["Tech Debt", "Technical Debt", "Refactor",
-                                                "Refactoring", "Chore"],
-                 labels=["tech-debt", "techdebt", "tech_debt", "refactor", "chore"]),
-    FlowTypeRule(flow_type="defect", issue_types=["Bug", "Incident", "Problem", "Defect"],
-                 labels=["bug", "defect"]),
-    FlowTypeRule(flow_type="feature", issue_types=["Story", "Epic", "Feature", "Requirement",
-                                                   "New Feature", "Improvement"],
-                 labels=["enhancement", "feature"]),
+    FlowTypeRule(
+        flow_type="risk",
+        issue_types=["Vulnerability", "Security", "Compliance", "Risk"],
+        labels=["security", "vulnerability", "compliance"],
+    ),
+    FlowTypeRule(
+        flow_type="debt",
+        issue_types=["Tech Debt", "Technical Debt", "Refactor", "Refactoring", "Chore"],
+        labels=["tech-debt", "techdebt", "tech_debt", "refactor", "chore"],
+    ),
+    FlowTypeRule(
+        flow_type="defect",
+        issue_types=["Bug", "Incident", "Problem", "Defect"],
+        labels=["bug", "defect"],
+    ),
+    FlowTypeRule(
+        flow_type="feature",
+        issue_types=["Story", "Epic", "Feature", "Requirement", "New Feature", "Improvement"],
+        labels=["enhancement", "feature"],
+    ),
 )
 
 
@@ -44,7 +62,9 @@ class JiraSourceConfig(SourceConfig):
     #: change histories per bulkfetch page (Jira allows up to 10000)
     changelog_page_size: int = Field(default=10000, ge=1, le=10000)
     #: a done-category status with one of these resolutions is `canceled`
-    canceled_resolutions: list[str] = Field(default_factory=lambda: list(DEFAULT_CANCELED_RESOLUTIONS))
+    canceled_resolutions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CANCELED_RESOLUTIONS)
+    )
 
     @model_validator(mode="after")
     def _email_once(self) -> JiraSourceConfig:

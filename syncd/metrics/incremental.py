@@ -17,7 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from syncd.domain import ALL
-from syncd.metrics.compute import MetricItem, MetricRow, compute_all, compute_periods, touched_periods
+from syncd.metrics.compute import (
+    MetricItem,
+    MetricRow,
+    compute_all,
+    compute_periods,
+    touched_periods,
+)
 from syncd.metrics.periods import PERIOD_KINDS, period_end, period_start, period_starts
 from syncd.warehouse.store import METRICS, StoredItem, Warehouse
 
@@ -35,21 +41,34 @@ class UpdateStats:
 
 
 def _metric_items(items: Iterable[StoredItem]) -> list[MetricItem]:
-    return [MetricItem(key=f"{i.source}:{i.key}", flow_type=i.flow_type,
-                       transitions=i.transitions) for i in items]
+    return [
+        MetricItem(key=f"{i.source}:{i.key}", flow_type=i.flow_type, transitions=i.transitions)
+        for i in items
+    ]
 
 
 def _row_record(row: MetricRow, as_of: datetime) -> dict[str, object]:
     import json
 
-    return {"value_stream": row.value_stream, "period": row.period,
-            "period_start": row.period_start, "flow_type": row.flow_type, "as_of": as_of,
-            "velocity": row.velocity, "load_end": row.load_end,
-            "data": json.dumps(row.to_json(), sort_keys=True)}
+    return {
+        "value_stream": row.value_stream,
+        "period": row.period,
+        "period_start": row.period_start,
+        "flow_type": row.flow_type,
+        "as_of": as_of,
+        "velocity": row.velocity,
+        "load_end": row.load_end,
+        "data": json.dumps(row.to_json(), sort_keys=True),
+    }
 
 
-def update_metrics(warehouse: Warehouse, *, as_of: datetime, full: bool = False,
-                   kinds: Sequence[str] = PERIOD_KINDS) -> UpdateStats:
+def update_metrics(
+    warehouse: Warehouse,
+    *,
+    as_of: datetime,
+    full: bool = False,
+    kinds: Sequence[str] = PERIOD_KINDS,
+) -> UpdateStats:
     """Bring the stored metric rows to `as_of`, incrementally unless `full` or unavoidable."""
     stats = UpdateStats()
     with warehouse.begin() as conn:
@@ -83,8 +102,13 @@ def _value_streams(conn: Connection) -> list[str]:
     return list(conn.execute(sa.select(ITEMS.c.value_stream).distinct()).scalars())
 
 
-def _full(warehouse: Warehouse, conn: Connection, as_of: datetime, kinds: Sequence[str],
-          stats: UpdateStats) -> None:
+def _full(
+    warehouse: Warehouse,
+    conn: Connection,
+    as_of: datetime,
+    kinds: Sequence[str],
+    stats: UpdateStats,
+) -> None:
     conn.execute(METRICS.delete())
     for vs in _value_streams(conn):
         items = _metric_items(warehouse.load_items(conn, vs))
@@ -94,9 +118,15 @@ def _full(warehouse: Warehouse, conn: Connection, as_of: datetime, kinds: Sequen
             _store(conn, rows, as_of, stats)
 
 
-def _recompute(warehouse: Warehouse, conn: Connection, vs: str,
-               spans: Sequence[tuple[datetime, datetime]], as_of: datetime,
-               kinds: Sequence[str], stats: UpdateStats) -> None:
+def _recompute(
+    warehouse: Warehouse,
+    conn: Connection,
+    vs: str,
+    spans: Sequence[tuple[datetime, datetime]],
+    as_of: datetime,
+    kinds: Sequence[str],
+    stats: UpdateStats,
+) -> None:
     lo = min(start for start, _ in spans)
     hi = max(end for _, end in spans)
     lo_bound = min(period_start(kind, lo) for kind in kinds)
@@ -116,25 +146,31 @@ def _recompute(warehouse: Warehouse, conn: Connection, vs: str,
             touched |= touched_periods(kind, item.transitions, as_of) & starts
         ordered = sorted(starts)
         for chunk_start in range(0, len(ordered), 500):
-            chunk = ordered[chunk_start:chunk_start + 500]
-            conn.execute(METRICS.delete().where(
-                METRICS.c.value_stream == vs, METRICS.c.period == kind,
-                METRICS.c.period_start.in_(chunk)))
+            chunk = ordered[chunk_start : chunk_start + 500]
+            conn.execute(
+                METRICS.delete().where(
+                    METRICS.c.value_stream == vs,
+                    METRICS.c.period == kind,
+                    METRICS.c.period_start.in_(chunk),
+                )
+            )
         stats.buckets += len(starts)
         if touched:
             rows = compute_periods(vs, kind, items, sorted(touched), as_of)
             _store(conn, rows, as_of, stats)
 
 
-def _store(conn: Connection, rows: Sequence[MetricRow], as_of: datetime,
-           stats: UpdateStats) -> None:
+def _store(
+    conn: Connection, rows: Sequence[MetricRow], as_of: datetime, stats: UpdateStats
+) -> None:
     if rows:
         conn.execute(METRICS.insert(), [_row_record(r, as_of) for r in rows])
         stats.rows += len(rows)
 
 
-def stored_rows(warehouse: Warehouse, *, kind: str, value_stream: str | None = None,
-                fill: bool = True) -> list[MetricRow]:
+def stored_rows(
+    warehouse: Warehouse, *, kind: str, value_stream: str | None = None, fill: bool = True
+) -> list[MetricRow]:
     """The stored rows of a period kind, ordered; with `fill`, periods between a value
     stream's first and last stored period that no item touches appear as empty rows."""
     query = sa.select(METRICS.c.data, METRICS.c.as_of).where(METRICS.c.period == kind)
@@ -155,14 +191,16 @@ def stored_rows(warehouse: Warehouse, *, kind: str, value_stream: str | None = N
             missing = [s for s in wanted if s not in present]
             if missing:
                 rows.extend(compute_periods(vs, kind, [], missing, as_of))
-    order = {ft: i for i, ft in enumerate((ALL, "feature", "defect", "risk", "debt",
-                                           "unclassified"))}
+    order = {
+        ft: i for i, ft in enumerate((ALL, "feature", "defect", "risk", "debt", "unclassified"))
+    }
     rows.sort(key=lambda r: (r.value_stream, r.period_start, order.get(r.flow_type, 99)))
     return rows
 
 
-def compute_in_memory(warehouse: Warehouse, *, kind: str, as_of: datetime,
-                      value_stream: str | None = None) -> list[MetricRow]:
+def compute_in_memory(
+    warehouse: Warehouse, *, kind: str, as_of: datetime, value_stream: str | None = None
+) -> list[MetricRow]:
     """Rows computed afresh at an arbitrary as-of time (nothing stored): `--as-of`."""
     with warehouse.engine.connect() as conn:
         streams = [value_stream] if value_stream else _value_streams(conn)
@@ -176,7 +214,8 @@ def compute_in_memory(warehouse: Warehouse, *, kind: str, as_of: datetime,
                 missing = [s for s in wanted if s not in set(present)]
                 vs_rows = vs_rows + compute_periods(vs, kind, [], missing, as_of)
             rows.extend(vs_rows)
-    order = {ft: i for i, ft in enumerate((ALL, "feature", "defect", "risk", "debt",
-                                           "unclassified"))}
+    order = {
+        ft: i for i, ft in enumerate((ALL, "feature", "defect", "risk", "debt", "unclassified"))
+    }
     rows.sort(key=lambda r: (r.value_stream, r.period_start, order.get(r.flow_type, 99)))
     return rows

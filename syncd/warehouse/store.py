@@ -47,14 +47,22 @@ DIRTY = DirtySpanRow.__table__  # type: ignore[attr-defined]
 META = MetaRow.__table__  # type: ignore[attr-defined]
 
 _CHUNK = 500
-_TRANSITION_COLUMNS = ("source", "item_id", "seq", "at", "from_state", "to_state", "from_stage",
-                       "to_stage")
+_TRANSITION_COLUMNS = (
+    "source",
+    "item_id",
+    "seq",
+    "at",
+    "from_state",
+    "to_state",
+    "from_stage",
+    "to_stage",
+)
 _LINK_COLUMNS = ("source", "item_id", "link_type", "direction", "target_key", "target_id")
 
 
 def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 def engine_url(url: str) -> str:
@@ -81,8 +89,11 @@ def create_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql"):
         return sa.create_engine(url, pool_pre_ping=True)
-    raise ConfigError(f"unsupported warehouse URL scheme in {url.split('://')[0]!r}: "
-                      "expected sqlite:/// or postgresql://", key="warehouse.url")
+    raise ConfigError(
+        f"unsupported warehouse URL scheme in {url.split('://')[0]!r}: "
+        "expected sqlite:/// or postgresql://",
+        key="warehouse.url",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +124,9 @@ class Warehouse:
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self.engine)
         with self.begin() as conn:
-            self.upsert(conn, META, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}],
-                        ["key"])
+            self.upsert(
+                conn, META, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"]
+            )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -125,21 +137,37 @@ class Warehouse:
         with self.engine.begin() as conn:
             yield conn
 
-    def upsert(self, conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]],
-               keys: Sequence[str]) -> None:
+    def upsert(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        rows: Sequence[Mapping[str, Any]],
+        keys: Sequence[str],
+    ) -> None:
         """INSERT … ON CONFLICT (keys) DO UPDATE for both dialects."""
         if not rows:
             return
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         stmt = insert(table)
-        update = {c.name: stmt.excluded[c.name] for c in table.columns
-                  if c.name not in keys and c.name in rows[0]}
-        stmt = (stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
-                if update else stmt.on_conflict_do_nothing(index_elements=list(keys)))
+        update = {
+            c.name: stmt.excluded[c.name]
+            for c in table.columns
+            if c.name not in keys and c.name in rows[0]
+        }
+        stmt = (
+            stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
+            if update
+            else stmt.on_conflict_do_nothing(index_elements=list(keys))
+        )
         conn.execute(stmt, list(rows))
 
-    def insert_many(self, conn: Connection, table: sa.Table, columns: Sequence[str],
-                    rows: Sequence[Sequence[Any]]) -> None:
+    def insert_many(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
         """Plain bulk INSERT of value tuples. On SQLite it goes straight to the driver's
         executemany: SQLAlchemy's per-row type processing costs more than SQLite's insert."""
         if not rows:
@@ -147,8 +175,10 @@ class Warehouse:
         if self.dialect != "sqlite":
             conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
             return
-        sql = (f'INSERT INTO {table.name} ({", ".join(columns)}) '
-               f'VALUES ({", ".join("?" * len(columns))})')
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})"
+        )
         conn.exec_driver_sql(sql, [tuple(_sqlite_value(v) for v in row) for row in rows])
 
     # -- meta ----------------------------------------------------------------------------
@@ -164,14 +194,27 @@ class Warehouse:
 
     def start_run(self, run_id: str, source: str, started_at: datetime) -> None:
         with self.begin() as conn:
-            conn.execute(RUNS.insert().values(run_id=run_id, source=source,
-                                              started_at=started_at, status="running"))
+            conn.execute(
+                RUNS.insert().values(
+                    run_id=run_id, source=source, started_at=started_at, status="running"
+                )
+            )
 
-    def finish_run(self, run_id: str, *, status: str, finished_at: datetime,
-                   counts: Mapping[str, int], error: str | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        finished_at: datetime,
+        counts: Mapping[str, int],
+        error: str | None = None,
+    ) -> None:
         with self.begin() as conn:
-            conn.execute(RUNS.update().where(RUNS.c.run_id == run_id).values(
-                status=status, finished_at=finished_at, error=error, **counts))
+            conn.execute(
+                RUNS.update()
+                .where(RUNS.c.run_id == run_id)
+                .values(status=status, finished_at=finished_at, error=error, **counts)
+            )
 
     def runs(self, source: str | None = None) -> list[dict[str, Any]]:
         query = sa.select(RUNS).order_by(RUNS.c.started_at)
@@ -182,8 +225,11 @@ class Warehouse:
 
     def get_cursor(self, source: str, stream: str) -> Cursor | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(CURSORS.c.watermark, CURSORS.c.state).where(
-                CURSORS.c.source == source, CURSORS.c.stream == stream)).first()
+            row = conn.execute(
+                sa.select(CURSORS.c.watermark, CURSORS.c.state).where(
+                    CURSORS.c.source == source, CURSORS.c.stream == stream
+                )
+            ).first()
         if row is None:
             return None
         return Cursor(watermark=row.watermark, state=json.loads(row.state))
@@ -193,50 +239,79 @@ class Warehouse:
         out: dict[str, datetime] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(ids)):
-                for row in conn.execute(sa.select(ITEMS.c.item_id, ITEMS.c.updated_at).where(
-                        ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))):
+                for row in conn.execute(
+                    sa.select(ITEMS.c.item_id, ITEMS.c.updated_at).where(
+                        ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk)
+                    )
+                ):
                     out[row.item_id] = row.updated_at
         return out
 
     # -- the page commit -----------------------------------------------------------------
 
-    def commit_page(self, *, source: str, stream: str, run_id: str, page: Page,
-                    now: datetime) -> int:
+    def commit_page(
+        self, *, source: str, stream: str, run_id: str, page: Page, now: datetime
+    ) -> int:
         """Write a page's raw responses, items, transitions, links, the metric spans they
         dirty, and the stream's new cursor, all in one transaction. Returns items written."""
         items = _dedupe_latest(page.items)
         with self.begin() as conn:
             if page.raws:
-                conn.execute(RAW.insert(), [{
-                    "source": source, "stream": raw.stream, "run_id": run_id,
-                    "method": raw.method, "url": raw.url,
-                    "params": json.dumps(raw.params, sort_keys=True, default=str),
-                    "body": json.dumps(raw.body, separators=(",", ":"), ensure_ascii=False),
-                    "fetched_at": raw.fetched_at,
-                } for raw in page.raws])
+                conn.execute(
+                    RAW.insert(),
+                    [
+                        {
+                            "source": source,
+                            "stream": raw.stream,
+                            "run_id": run_id,
+                            "method": raw.method,
+                            "url": raw.url,
+                            "params": json.dumps(raw.params, sort_keys=True, default=str),
+                            "body": json.dumps(raw.body, separators=(",", ":"), ensure_ascii=False),
+                            "fetched_at": raw.fetched_at,
+                        }
+                        for raw in page.raws
+                    ],
+                )
             if items:
                 self._write_items(conn, source, items, now)
-            self.upsert(conn, CURSORS, [{
-                "source": source, "stream": stream, "watermark": page.cursor.watermark,
-                "state": json.dumps(dict(page.cursor.state), sort_keys=True, default=str),
-                "run_id": run_id, "updated_at": now,
-            }], ["source", "stream"])
+            self.upsert(
+                conn,
+                CURSORS,
+                [
+                    {
+                        "source": source,
+                        "stream": stream,
+                        "watermark": page.cursor.watermark,
+                        "state": json.dumps(dict(page.cursor.state), sort_keys=True, default=str),
+                        "run_id": run_id,
+                        "updated_at": now,
+                    }
+                ],
+                ["source", "stream"],
+            )
         return len(items)
 
-    def _write_items(self, conn: Connection, source: str, items: Sequence[FlowItem],
-                     now: datetime) -> None:
+    def _write_items(
+        self, conn: Connection, source: str, items: Sequence[FlowItem], now: datetime
+    ) -> None:
         ids = [item.id for item in items]
         old_spans: list[tuple[str, datetime | None, datetime | None]] = []
         for chunk in _chunks(ids):
             old_spans.extend(
                 (r.value_stream, r.work_start, r.work_end)
-                for r in conn.execute(sa.select(
-                    ITEMS.c.value_stream, ITEMS.c.work_start, ITEMS.c.work_end).where(
-                    ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))))
-            conn.execute(TRANSITIONS.delete().where(
-                TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk)))
-            conn.execute(LINKS.delete().where(
-                LINKS.c.source == source, LINKS.c.item_id.in_(chunk)))
+                for r in conn.execute(
+                    sa.select(ITEMS.c.value_stream, ITEMS.c.work_start, ITEMS.c.work_end).where(
+                        ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk)
+                    )
+                )
+            )
+            conn.execute(
+                TRANSITIONS.delete().where(
+                    TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk)
+                )
+            )
+            conn.execute(LINKS.delete().where(LINKS.c.source == source, LINKS.c.item_id.in_(chunk)))
 
         item_rows: list[dict[str, Any]] = []
         transition_rows: list[tuple[Any, ...]] = []
@@ -244,26 +319,50 @@ class Warehouse:
         new_spans: list[tuple[str, datetime | None, datetime | None]] = []
         for item in items:
             figures = item_figures(item.transitions)
-            item_rows.append({
-                "source": source, "item_id": item.id, "key": item.key, "kind": item.kind,
-                "title": item.title, "project": item.project, "flow_type": item.flow_type,
-                "value_stream": item.value_stream, "stage": item.stage.value,
-                "state": item.state, "created_at": item.created_at,
-                "updated_at": item.updated_at, "work_start": figures.work_start,
-                "work_end": figures.work_end,
-                "outcome": figures.outcome.value if figures.outcome else None,
-                "flow_time_s": figures.flow_time_s, "active_s": figures.active_s,
-                "wait_s": figures.wait_s, "deleted_at": None, "synced_at": now,
-            })
+            item_rows.append(
+                {
+                    "source": source,
+                    "item_id": item.id,
+                    "key": item.key,
+                    "kind": item.kind,
+                    "title": item.title,
+                    "project": item.project,
+                    "flow_type": item.flow_type,
+                    "value_stream": item.value_stream,
+                    "stage": item.stage.value,
+                    "state": item.state,
+                    "created_at": item.created_at,
+                    "updated_at": item.updated_at,
+                    "work_start": figures.work_start,
+                    "work_end": figures.work_end,
+                    "outcome": figures.outcome.value if figures.outcome else None,
+                    "flow_time_s": figures.flow_time_s,
+                    "active_s": figures.active_s,
+                    "wait_s": figures.wait_s,
+                    "deleted_at": None,
+                    "synced_at": now,
+                }
+            )
             new_spans.append((item.value_stream, figures.work_start, figures.work_end))
             transition_rows.extend(
-                (source, item.id, seq, t.at, t.from_state, t.to_state,
-                 t.from_stage.value if t.from_stage else None, t.to_stage.value)
-                for seq, t in enumerate(item.transitions))
+                (
+                    source,
+                    item.id,
+                    seq,
+                    t.at,
+                    t.from_state,
+                    t.to_state,
+                    t.from_stage.value if t.from_stage else None,
+                    t.to_stage.value,
+                )
+                for seq, t in enumerate(item.transitions)
+            )
             link_rows.extend(
                 (source, item.id, link.link_type, link.direction, link.target_key, link.target_id)
-                for link in {(lk.link_type, lk.direction, lk.target_key): lk
-                             for lk in item.links}.values())
+                for link in {
+                    (lk.link_type, lk.direction, lk.target_key): lk for lk in item.links
+                }.values()
+            )
         self.upsert(conn, ITEMS, item_rows, ["source", "item_id"])
         self.insert_many(conn, TRANSITIONS, _TRANSITION_COLUMNS, transition_rows)
         self.insert_many(conn, LINKS, _LINK_COLUMNS, link_rows)
@@ -271,18 +370,24 @@ class Warehouse:
 
     # -- metric bookkeeping --------------------------------------------------------------
 
-    def _mark_dirty(self, conn: Connection,
-                    spans: Iterable[tuple[str, datetime | None, datetime | None]],
-                    now: datetime) -> None:
-        rows = [{"value_stream": vs, "span_start": start, "span_end": end}
-                for vs, start, end in merge_spans(spans, now)]
+    def _mark_dirty(
+        self,
+        conn: Connection,
+        spans: Iterable[tuple[str, datetime | None, datetime | None]],
+        now: datetime,
+    ) -> None:
+        rows = [
+            {"value_stream": vs, "span_start": start, "span_end": end}
+            for vs, start, end in merge_spans(spans, now)
+        ]
         if rows:
             conn.execute(DIRTY.insert(), rows)
 
     def take_dirty(self, conn: Connection) -> list[tuple[str, datetime, datetime]]:
         """Read and clear the dirty spans (inside the caller's transaction)."""
-        rows = conn.execute(sa.select(DIRTY.c.id, DIRTY.c.value_stream, DIRTY.c.span_start,
-                                      DIRTY.c.span_end)).all()
+        rows = conn.execute(
+            sa.select(DIRTY.c.id, DIRTY.c.value_stream, DIRTY.c.span_start, DIRTY.c.span_end)
+        ).all()
         if rows:
             for chunk in _chunks([r.id for r in rows]):
                 conn.execute(DIRTY.delete().where(DIRTY.c.id.in_(chunk)))
@@ -290,18 +395,29 @@ class Warehouse:
 
     def value_streams(self) -> list[str]:
         with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(ITEMS.c.value_stream).distinct()
-                                     .order_by(ITEMS.c.value_stream)).scalars())
+            return list(
+                conn.execute(
+                    sa.select(ITEMS.c.value_stream).distinct().order_by(ITEMS.c.value_stream)
+                ).scalars()
+            )
 
-    def load_items(self, conn: Connection, value_stream: str, *,
-                   start: datetime | None = None, end: datetime | None = None,
-                   ) -> list[StoredItem]:
+    def load_items(
+        self,
+        conn: Connection,
+        value_stream: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[StoredItem]:
         """Items of a value stream whose flow could touch [start, end], with transitions.
         Items never started and never finished are left out: they touch no metric."""
-        query = sa.select(ITEMS.c.source, ITEMS.c.item_id, ITEMS.c.key, ITEMS.c.flow_type,
-                          ITEMS.c.value_stream).where(
-            ITEMS.c.value_stream == value_stream, ITEMS.c.deleted_at.is_(None),
-            sa.or_(ITEMS.c.work_start.is_not(None), ITEMS.c.work_end.is_not(None)))
+        query = sa.select(
+            ITEMS.c.source, ITEMS.c.item_id, ITEMS.c.key, ITEMS.c.flow_type, ITEMS.c.value_stream
+        ).where(
+            ITEMS.c.value_stream == value_stream,
+            ITEMS.c.deleted_at.is_(None),
+            sa.or_(ITEMS.c.work_start.is_not(None), ITEMS.c.work_end.is_not(None)),
+        )
         if end is not None:
             query = query.where(sa.func.coalesce(ITEMS.c.work_start, ITEMS.c.work_end) < end)
         if start is not None:
@@ -313,23 +429,38 @@ class Warehouse:
             by_source.setdefault(head.source, []).append(head.item_id)
         for source, ids in by_source.items():
             for chunk in _chunks(ids):
-                for r in conn.execute(sa.select(TRANSITIONS).where(
-                        TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk))
-                        .order_by(TRANSITIONS.c.item_id, TRANSITIONS.c.seq)):
-                    transitions.setdefault((source, r.item_id), []).append(Transition(
-                        at=r.at, from_state=r.from_state, to_state=r.to_state,
-                        from_stage=Stage(r.from_stage) if r.from_stage else None,
-                        to_stage=Stage(r.to_stage)))
-        return [StoredItem(source=h.source, item_id=h.item_id, key=h.key,
-                           flow_type=h.flow_type, value_stream=h.value_stream,
-                           transitions=tuple(transitions.get((h.source, h.item_id), ())))
-                for h in heads]
+                for r in conn.execute(
+                    sa.select(TRANSITIONS)
+                    .where(TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk))
+                    .order_by(TRANSITIONS.c.item_id, TRANSITIONS.c.seq)
+                ):
+                    transitions.setdefault((source, r.item_id), []).append(
+                        Transition(
+                            at=r.at,
+                            from_state=r.from_state,
+                            to_state=r.to_state,
+                            from_stage=Stage(r.from_stage) if r.from_stage else None,
+                            to_stage=Stage(r.to_stage),
+                        )
+                    )
+        return [
+            StoredItem(
+                source=h.source,
+                item_id=h.item_id,
+                key=h.key,
+                flow_type=h.flow_type,
+                value_stream=h.value_stream,
+                transitions=tuple(transitions.get((h.source, h.item_id), ())),
+            )
+            for h in heads
+        ]
 
     def prune_raw(self, source: str, older_than: datetime) -> int:
         """Drop raw pages of a source fetched before `older_than` (retention)."""
         with self.begin() as conn:
-            result = conn.execute(RAW.delete().where(RAW.c.source == source,
-                                                     RAW.c.fetched_at < older_than))
+            result = conn.execute(
+                RAW.delete().where(RAW.c.source == source, RAW.c.fetched_at < older_than)
+            )
             return int(result.rowcount or 0)
 
 
@@ -355,8 +486,9 @@ def _dedupe_latest(items: Sequence[FlowItem]) -> list[FlowItem]:
     return list(latest.values())
 
 
-def merge_spans(spans: Iterable[tuple[str, datetime | None, datetime | None]],
-                now: datetime) -> list[tuple[str, datetime, datetime]]:
+def merge_spans(
+    spans: Iterable[tuple[str, datetime | None, datetime | None]], now: datetime
+) -> list[tuple[str, datetime, datetime]]:
     """Union of the time spans an item's flow covers, per value stream. A span runs from just
     before the work start (or the work end, for items done without starting) to the work end
     (or now)."""
