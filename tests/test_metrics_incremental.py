@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from syncd.contract import Cursor, Page
@@ -69,6 +70,7 @@ change = st.tuples(
     st.integers(0, 24 * 40),  # created, hours before as-of
     st.lists(st.tuples(st.integers(0, 24 * 9), st.sampled_from(STAGES)), max_size=6),
     st.integers(0, 24 * 12),  # then time passes, hours
+    st.booleans(),  # extend the item's stored history instead of replacing it
 )
 
 
@@ -109,11 +111,29 @@ def warehouse(warehouse_url: str) -> Warehouse:
 
 
 @settings(
-    max_examples=30,
+    max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "30")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(changes=st.lists(change, min_size=1, max_size=8))
+# found by hypothesis: a reopen moves the touched range back to the old work end
+@example(
+    changes=[
+        (1, "A", "feature", 356, [(0, Stage.ACTIVE), (139, Stage.DONE)], 0, False),
+        (1, "A", "feature", 0, [(25, Stage.ACTIVE)], 0, True),
+    ]
+)
+# found by hypothesis: canceled → done keeps the work end but changes its period's velocity
+@example(
+    changes=[
+        (0, "A", "feature", 0, [], 113, False),
+        (0, "A", "feature", 0, [], 8, False),
+        (0, "A", "debt", 0, [(3, Stage.CANCELED)], 0, True),
+        (0, "A", "debt", 0, [(4, Stage.DONE)], 0, True),
+    ]
+)
+# a boundary start: in progress from exactly midnight counts in the day before's load_end
+@example(changes=[(2, "B", "risk", 24 * 3, [(0, Stage.ACTIVE)], 30, False)])
 def test_incremental_equals_full_recompute(warehouse: Warehouse, changes: list[tuple]) -> None:  # type: ignore[type-arg]
     with warehouse.begin() as conn:
         for table in (
@@ -128,9 +148,21 @@ def test_incremental_equals_full_recompute(warehouse: Warehouse, changes: list[t
         ):
             conn.execute(sa.text(f"delete from {table}"))
     as_of = T0
-    for n, vs, flow_type, created_h, steps, passing_h in changes:
-        created = as_of - timedelta(hours=created_h)
-        transitions = [t for t in history(created, steps) if t.at <= as_of]
+    current: dict[int, list[Transition]] = {}
+    for n, vs, flow_type, created_h, steps, passing_h, extend in changes:
+        if extend and n in current:
+            # what a sync usually sees: the stored history with new transitions at its end
+            transitions = list(current[n])
+            for t in history(transitions[-1].at, steps)[1:]:
+                prev = transitions[-1]
+                if t.at <= as_of and t.to_stage is not prev.to_stage:
+                    transitions.append(
+                        Transition(t.at, prev.to_state, t.to_state, prev.to_stage, t.to_stage)
+                    )
+        else:
+            created = as_of - timedelta(hours=created_h)
+            transitions = [t for t in history(created, steps) if t.at <= as_of]
+        current[n] = transitions
         page = Page(
             raws=[], items=[item(n, vs, flow_type, transitions)], cursor=Cursor(watermark=as_of)
         )

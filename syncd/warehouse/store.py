@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from sqlmodel import SQLModel
 from syncd.contract import Cursor, Page
 from syncd.domain import FlowItem, Stage, Transition
 from syncd.errors import ConfigError
-from syncd.metrics.figures import item_figures
+from syncd.metrics.figures import ItemFigures, item_figures
 from syncd.warehouse.models import (
     SCHEMA_VERSION,
     CursorRow,
@@ -296,16 +296,28 @@ class Warehouse:
         self, conn: Connection, source: str, items: Sequence[FlowItem], now: datetime
     ) -> None:
         ids = [item.id for item in items]
-        old_spans: list[tuple[str, datetime | None, datetime | None]] = []
+        before: dict[str, _Before] = {}
         for chunk in _chunks(ids):
-            old_spans.extend(
-                (r.value_stream, r.work_start, r.work_end)
-                for r in conn.execute(
-                    sa.select(ITEMS.c.value_stream, ITEMS.c.work_start, ITEMS.c.work_end).where(
-                        ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk)
-                    )
+            for r in conn.execute(
+                sa.select(
+                    ITEMS.c.item_id,
+                    ITEMS.c.value_stream,
+                    ITEMS.c.flow_type,
+                    ITEMS.c.work_start,
+                    ITEMS.c.work_end,
+                    ITEMS.c.outcome,
+                ).where(ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))
+            ):
+                before[r.item_id] = _Before(
+                    r.value_stream, r.flow_type, r.work_start, r.work_end, r.outcome
                 )
-            )
+            if before:
+                for r in conn.execute(
+                    sa.select(TRANSITIONS.c.item_id, TRANSITIONS.c.at, TRANSITIONS.c.to_stage)
+                    .where(TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk))
+                    .order_by(TRANSITIONS.c.item_id, TRANSITIONS.c.seq)
+                ):
+                    before[r.item_id].stages.append((r.at, r.to_stage))
             conn.execute(
                 TRANSITIONS.delete().where(
                     TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk)
@@ -316,7 +328,7 @@ class Warehouse:
         item_rows: list[dict[str, Any]] = []
         transition_rows: list[tuple[Any, ...]] = []
         link_rows: list[tuple[Any, ...]] = []
-        new_spans: list[tuple[str, datetime | None, datetime | None]] = []
+        spans: list[tuple[str, datetime | None, datetime | None]] = []
         for item in items:
             figures = item_figures(item.transitions)
             item_rows.append(
@@ -343,7 +355,7 @@ class Warehouse:
                     "synced_at": now,
                 }
             )
-            new_spans.append((item.value_stream, figures.work_start, figures.work_end))
+            spans.extend(_changed_spans(before.get(item.id), item, figures))
             transition_rows.extend(
                 (
                     source,
@@ -366,7 +378,7 @@ class Warehouse:
         self.upsert(conn, ITEMS, item_rows, ["source", "item_id"])
         self.insert_many(conn, TRANSITIONS, _TRANSITION_COLUMNS, transition_rows)
         self.insert_many(conn, LINKS, _LINK_COLUMNS, link_rows)
-        self._mark_dirty(conn, old_spans + new_spans, now)
+        self._mark_dirty(conn, spans, now)
 
     # -- metric bookkeeping --------------------------------------------------------------
 
@@ -462,6 +474,58 @@ class Warehouse:
                 RAW.delete().where(RAW.c.source == source, RAW.c.fetched_at < older_than)
             )
             return int(result.rowcount or 0)
+
+
+@dataclass(slots=True)
+class _Before:
+    """What the metrics knew of an item before this write."""
+
+    value_stream: str
+    flow_type: str
+    work_start: datetime | None
+    work_end: datetime | None
+    outcome: str | None
+    stages: list[tuple[datetime, str]] = field(default_factory=list)
+
+
+def _changed_spans(
+    old: _Before | None, item: FlowItem, figures: ItemFigures
+) -> list[tuple[str, datetime | None, datetime | None]]:
+    """The time spans whose metric buckets a write of `item` can change.
+
+    A new item, or one whose value stream or flow type changed, changes every bucket of its
+    old and new flow. Otherwise nothing before the first point where the old and new stage
+    histories differ can change, unless the work start, end or outcome changed (a reopen
+    takes the velocity away from the old work end's period): the span runs from the
+    earliest of those to the later work end, or to now when either version is still in
+    progress.
+    """
+    vs = item.value_stream
+    new = (vs, figures.work_start, figures.work_end)
+    if old is None:
+        return [new]
+    if old.value_stream != vs or old.flow_type != item.flow_type:
+        return [(old.value_stream, old.work_start, old.work_end), new]
+    stages = [(t.at, t.to_stage.value) for t in item.transitions]
+    first_diff: datetime | None = None
+    for index in range(max(len(stages), len(old.stages))):
+        a = old.stages[index] if index < len(old.stages) else None
+        b = stages[index] if index < len(stages) else None
+        if a != b:
+            first_diff = min(x[0] for x in (a, b) if x is not None)
+            break
+    if first_diff is None:
+        return []
+    outcome = figures.outcome.value if figures.outcome else None
+    candidates = [first_diff]
+    if old.work_start != figures.work_start:  # the periods the item touches moved
+        candidates += [old.work_start, figures.work_start]
+    if old.work_end != figures.work_end or old.outcome != outcome:  # and those counting it
+        candidates += [old.work_end, figures.work_end]
+    start = min(t for t in candidates if t is not None)
+    ends = [e for e in (old.work_end, figures.work_end) if e is not None]
+    still_open = old.work_end is None or figures.work_end is None
+    return [(vs, start, None if still_open else max([*ends, start]))]
 
 
 def _sqlite_value(value: Any) -> Any:
