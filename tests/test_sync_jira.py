@@ -122,6 +122,28 @@ def test_no_change_resync_costs_two_requests(
     assert result.ok and result.items == 0
     assert len(sim.requests) <= 2, [r.path for r in sim.requests]
     assert list(iter_items(warehouse)) == before
+    # the bound is the watermark minus the 5-minute lookback, in epoch milliseconds
+    cursor = warehouse.get_cursor("sim", "issues")
+    assert cursor is not None and cursor.watermark is not None
+    bound_ms = int((cursor.watermark.timestamp() - 300) * 1000)
+    [search] = [r for r in sim.requests if r.path == "/rest/api/3/search/jql"]
+    assert search.body["jql"] == f"(project = DEMO) AND updated >= {bound_ms} ORDER BY created ASC"
+    assert set(search.body["fields"]) >= {"status", "issuetype", "labels", "resolution", "updated"}
+
+
+def test_full_resync_refetches_everything_and_changes_nothing(
+    sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
+    config = make_config(tmp_path, sim.base_url, warehouse_url)
+    warehouse = Warehouse(warehouse_url)
+    run_sync(config, warehouse, sleeps)
+    before = list(iter_transitions(warehouse))
+    sim.reset_requests()
+    [result] = run_sync(config, warehouse, sleeps, full=True)
+    assert result.ok and result.items == 120
+    [first_search, *_] = [r for r in sim.requests if r.path == "/rest/api/3/search/jql"]
+    assert "updated >= 0 " in first_search.body["jql"]
+    assert list(iter_transitions(warehouse)) == before
 
 
 def test_changed_issues_resync_to_exactly_the_trackers_history(
