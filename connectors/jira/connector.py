@@ -225,8 +225,32 @@ class JiraConnector:
         clauses.append(f"updated >= {_ms(bound) if bound else 0}")
         return " AND ".join(clauses) + " ORDER BY created ASC"
 
-    def _cursor(self, watermark: datetime | None, **resume: Any) -> Cursor:
-        return Cursor(watermark=watermark, state={"deployment": self.deployment, **resume})
+    def _page(
+        self,
+        raws: list[RawPage],
+        items: list[FlowItem],
+        skipped: int,
+        watermark: datetime | None,
+        seen: datetime | None,
+        run: RunContext,
+        resume: Mapping[str, Any] | None,
+    ) -> Page:
+        """A page with its cursor: mid-stream the old watermark and where to resume (plus the
+        newest `updated` seen so far); at the end of the stream the new watermark. Takes the
+        raw responses collected so far and empties the list."""
+        if resume is None:
+            state: dict[str, Any] = {"deployment": self.deployment}
+            cursor = Cursor(watermark=self._final_watermark(watermark, seen, run), state=state)
+        else:
+            state = {
+                "deployment": self.deployment,
+                **resume,
+                "seen": seen.isoformat() if seen else None,
+            }
+            cursor = Cursor(watermark=watermark, state=state)
+        page = Page(raws=list(raws), items=items, cursor=cursor, skipped=skipped)
+        raws.clear()
+        return page
 
     @staticmethod
     def _final_watermark(
@@ -349,17 +373,8 @@ class JiraConnector:
             changed = self._changed(batch, run)
             histories = self._cloud_histories([str(i["id"]) for i in changed if "id" in i], raws)
             items, skipped = self._parse(changed, histories, mapping)
-            if is_last:
-                cursor = self._cursor(self._final_watermark(watermark, seen, run))
-            else:
-                cursor = self._cursor(
-                    watermark,
-                    token=token,
-                    bound_ms=bound_ms,
-                    seen=seen.isoformat() if seen else None,
-                )
-            yield Page(raws=list(raws), items=items, cursor=cursor, skipped=skipped)
-            raws.clear()
+            resume = None if is_last else {"token": token, "bound_ms": bound_ms}
+            yield self._page(raws, items, skipped, watermark, seen, run, resume)
 
     def _cloud_histories(
         self, ids: Sequence[str], raws: list[RawPage]
@@ -465,17 +480,8 @@ class JiraConnector:
             start_at += len(issues)
             total = page.get("total")
             done = not issues or (isinstance(total, int) and start_at >= total)
-            if done:
-                cursor = self._cursor(self._final_watermark(watermark, seen, run))
-            else:
-                cursor = self._cursor(
-                    watermark,
-                    start_at=start_at,
-                    bound_ms=bound_ms,
-                    seen=seen.isoformat() if seen else None,
-                )
-            yield Page(raws=list(raws), items=items, cursor=cursor, skipped=skipped)
-            raws.clear()
+            resume = None if done else {"start_at": start_at, "bound_ms": bound_ms}
+            yield self._page(raws, items, skipped, watermark, seen, run, resume)
             if done:
                 return
 

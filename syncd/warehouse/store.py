@@ -517,7 +517,7 @@ def _changed_spans(
     if first_diff is None:
         return []
     outcome = figures.outcome.value if figures.outcome else None
-    candidates = [first_diff]
+    candidates: list[datetime | None] = [first_diff]
     if old.work_start != figures.work_start:  # the periods the item touches moved
         candidates += [old.work_start, figures.work_start]
     if old.work_end != figures.work_end or old.outcome != outcome:  # and those counting it
