@@ -7,18 +7,19 @@ after first syncs, incremental syncs, interruptions, fallbacks and rate limiting
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from syncd.config import Config, HttpConfig, load_config
 from syncd.export import iter_items, iter_transitions
 from syncd.http import HttpClient
 from syncd.simulator.jira import JiraSimulator
 from syncd.sync import SourceResult, sync_all
-from syncd.warehouse.store import Warehouse
+from syncd.warehouse.store import LINKS, Warehouse
 
 ANCHOR = datetime(2026, 6, 1, tzinfo=UTC)
 EMAIL, TOKEN = "bot@example.com", "sim-token-9f8e7d6c5b"
@@ -297,3 +298,24 @@ def test_bad_token_fails_clearly_and_keeps_the_cursor(
     assert sleeps == []  # a 401 is never retried
     runs = warehouse.runs("sim")
     assert runs[-1]["status"] == "failed" and runs[-1]["error"] == result.error
+
+
+def test_watermark_is_capped_at_the_runs_start_and_links_are_stored(
+    sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
+    config = make_config(tmp_path, sim.base_url, warehouse_url)
+    warehouse = Warehouse(warehouse_url)
+    future = datetime.now(UTC) + timedelta(hours=2)  # a tracker clock running ahead
+    assert len(sim.mutate(1, at=future)) == 1
+    started = datetime.now(UTC)
+    [result] = run_sync(config, warehouse, sleeps)
+    assert result.ok
+    cursor = warehouse.get_cursor("sim", "issues")
+    assert cursor is not None and cursor.watermark is not None
+    assert started <= cursor.watermark <= datetime.now(UTC) < future
+    sim.reset_requests()
+    [again] = run_sync(config, warehouse, sleeps)  # the ahead-of-time issue is seen again...
+    assert again.ok and again.items == 0  # ...but recognised as unchanged, not refetched
+    with warehouse.engine.connect() as conn:
+        links = conn.execute(sa.select(LINKS.c.item_id, LINKS.c.target_key)).all()
+    assert links, "the simulator's issue links must reach item_links"
