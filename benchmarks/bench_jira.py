@@ -59,6 +59,13 @@ def start_simulator(items: int) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
+def proc_mutate(url: str, count: int) -> int:
+    """Let `count` issues change in the simulator process (its control endpoint)."""
+    import httpx
+
+    return len(httpx.post(f"{url}/_sim/mutate", params={"count": count}, timeout=30).json())
+
+
 def one(items: int) -> dict[str, float]:
     from connectors.jira.parse import JiraMapping, StatusCatalogue, parse_issue
     from syncd.config import load_config
@@ -102,6 +109,21 @@ jql = "project = DEMO"
             [again] = sync_all(config, warehouse, http)
             assert again.ok, again.error
         sync_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+        # metrics: a full recompute (all four period kinds), then 1 % of the issues change
+        from syncd.metrics.incremental import update_metrics
+
+        t2 = time.perf_counter()
+        full = update_metrics(warehouse, as_of=datetime.now(UTC), full=True)
+        full_s = time.perf_counter() - t2
+        changed = int(proc_mutate(url, max(1, items // 100)))
+        with HttpClient(config.http) as http:
+            [third] = sync_all(config, warehouse, http)
+            assert third.ok, third.error
+        t3 = time.perf_counter()
+        incremental = update_metrics(warehouse, as_of=datetime.now(UTC))
+        incremental_s = time.perf_counter() - t3
+        assert not incremental.full
 
         # normalise + upsert alone: re-parse the stored raw pages into a fresh warehouse
         import sqlalchemy as sa
@@ -157,6 +179,12 @@ jql = "project = DEMO"
             "normalise_upsert_items_per_s": round(len(issues) / normalise),
             "peak_rss_mb_sync": round(sync_rss_mb, 1),
             "no_change_resync_requests": again.requests,
+            "metrics_full_s": round(full_s, 2),
+            "metrics_full_rows": full.rows,
+            "changed_items": changed,
+            "resync_requests_after_change": third.requests,
+            "metrics_incremental_s": round(incremental_s, 3),
+            "metrics_incremental_rows": incremental.rows,
         }
     finally:
         proc.terminate()

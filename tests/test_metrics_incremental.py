@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from syncd.contract import Cursor, Page
 from syncd.domain import FLOW_TYPES, FlowItem, Stage, Transition
-from syncd.metrics.compute import MetricItem, compute_all
+from syncd.metrics.compute import MetricItem, compute_all, touched_among, touched_periods
+from syncd.metrics.figures import item_figures
 from syncd.metrics.incremental import stored_rows, update_metrics
-from syncd.metrics.periods import PERIOD_KINDS
+from syncd.metrics.periods import PERIOD_KINDS, period_starts
 from syncd.warehouse.store import METRICS, Warehouse
 
 T0 = datetime(2025, 12, 20, tzinfo=UTC)
@@ -211,3 +212,21 @@ def test_incremental_touches_only_dirty_buckets(warehouse: Warehouse) -> None:
     with warehouse.engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(METRICS)).scalar()
     assert total and total > second.rows
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    created_h=st.integers(0, 24 * 200),
+    steps=st.lists(st.tuples(st.integers(0, 24 * 40), st.sampled_from(STAGES)), max_size=8),
+    kind=st.sampled_from(PERIOD_KINDS),
+    pick=st.lists(st.integers(0, 400), max_size=30),
+)
+def test_touched_among_is_touched_periods_restricted(
+    created_h: int, steps: list[tuple[int, Stage]], kind: str, pick: list[int]
+) -> None:
+    as_of = T0 + timedelta(days=30)
+    transitions = [t for t in history(T0 - timedelta(hours=created_h), steps) if t.at <= as_of]
+    everything = period_starts(kind, T0 - timedelta(days=400), as_of)
+    starts = sorted({everything[i % len(everything)] for i in pick})
+    expected = touched_periods(kind, transitions, as_of) & set(starts)
+    assert touched_among(kind, item_figures(transitions, as_of), as_of, starts) == expected

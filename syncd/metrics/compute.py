@@ -236,18 +236,42 @@ class MetricRow:
 # --- touched periods ---------------------------------------------------------------------
 
 
-def _touched(kind: str, figures: ItemFigures, as_of: datetime) -> set[datetime]:
-    touched: set[datetime] = set()
+def _touched_ranges(
+    kind: str, figures: ItemFigures, as_of: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The periods an item touches, as inclusive ranges of period starts."""
+    ranges: list[tuple[datetime, datetime]] = []
     if figures.work_start is not None:
         last = figures.work_end if figures.work_end is not None else as_of
-        touched.update(_period_starts(kind, figures.work_start, last))
-        if period_start(kind, figures.work_start) == figures.work_start:
+        first = period_start(kind, figures.work_start)
+        if first == figures.work_start:
             # Work started on a boundary instant: by "stage at t applies at <= t" the item
             # is already in the load at the end of the period that ends there.
-            touched.add(period_start(kind, figures.work_start - _ONE_MICROSECOND))
+            first = period_start(kind, figures.work_start - _ONE_MICROSECOND)
+        if figures.work_start <= last:
+            ranges.append((first, period_start(kind, last)))
     if figures.work_end is not None:
-        touched.add(period_start(kind, figures.work_end))
+        end_period = period_start(kind, figures.work_end)
+        ranges.append((end_period, end_period))
+    return ranges
+
+
+def _touched(kind: str, figures: ItemFigures, as_of: datetime) -> set[datetime]:
+    touched: set[datetime] = set()
+    for first, last in _touched_ranges(kind, figures, as_of):
+        touched.update(_period_starts(kind, first, last))
     return touched
+
+
+def touched_among(
+    kind: str, figures: ItemFigures, as_of: datetime, starts: Sequence[datetime]
+) -> set[datetime]:
+    """`touched_periods` restricted to `starts` (sorted period starts of `kind`), for figures
+    already computed at `as_of`: costs a bisection per range, however long the item's flow."""
+    out: set[datetime] = set()
+    for first, last in _touched_ranges(kind, figures, as_of):
+        out.update(starts[bisect_left(starts, first) : bisect_right(starts, last)])
+    return out
 
 
 def touched_periods(kind: str, transitions: Sequence[Transition], as_of: datetime) -> set[datetime]:

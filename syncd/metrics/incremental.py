@@ -22,8 +22,9 @@ from syncd.metrics.compute import (
     MetricRow,
     compute_all,
     compute_periods,
-    touched_periods,
+    touched_among,
 )
+from syncd.metrics.figures import item_figures
 from syncd.metrics.periods import PERIOD_KINDS, period_end, period_start, period_starts
 from syncd.warehouse.store import METRICS, StoredItem, Warehouse
 
@@ -133,6 +134,7 @@ def _recompute(
     hi_bound = max(period_end(kind, period_start(kind, hi)) for kind in kinds)
     items = _metric_items(warehouse.load_items(conn, vs, start=lo_bound, end=hi_bound))
     stats.items_read += len(items)
+    figures = [item_figures(item.transitions, as_of) for item in items]
     for kind in kinds:
         starts: set[datetime] = set()
         for start, end in spans:
@@ -141,10 +143,10 @@ def _recompute(
         starts = {s for s in starts if s <= as_of}
         if not starts:
             continue
-        touched: set[datetime] = set()
-        for item in items:
-            touched |= touched_periods(kind, item.transitions, as_of) & starts
         ordered = sorted(starts)
+        touched: set[datetime] = set()
+        for item_figs in figures:
+            touched |= touched_among(kind, item_figs, as_of, ordered)
         for chunk_start in range(0, len(ordered), 500):
             chunk = ordered[chunk_start : chunk_start + 500]
             conn.execute(
