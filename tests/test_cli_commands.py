@@ -197,6 +197,8 @@ def test_kill_9_mid_sync_then_rerun_equals_an_uninterrupted_sync(
         other = write_config(tmp_path, sim.base_url, reference, extra, name="ref.toml")
         assert main(["sync", "-c", other]) == 0
     assert _snapshot(warehouse_url) == _snapshot(reference)
+    runs = Warehouse(warehouse_url).runs("jira")
+    assert [r["status"] for r in runs] == ["interrupted", "ok"]
 
 
 def test_simulate_command_serves_until_terminated(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from syncd.export import iter_items, iter_transitions
 from syncd.http import HttpClient
 from syncd.simulator.jira import JiraSimulator
 from syncd.sync import SourceResult, sync_all
-from syncd.warehouse.store import LINKS, Warehouse
+from syncd.warehouse.store import LINKS, RAW, Warehouse
 
 ANCHOR = datetime(2026, 6, 1, tzinfo=UTC)
 EMAIL, TOKEN = "bot@example.com", "sim-token-9f8e7d6c5b"
@@ -319,3 +319,20 @@ def test_watermark_is_capped_at_the_runs_start_and_links_are_stored(
     with warehouse.engine.connect() as conn:
         links = conn.execute(sa.select(LINKS.c.item_id, LINKS.c.target_key)).all()
     assert links, "the simulator's issue links must reach item_links"
+
+
+def test_raw_pages_are_kept_then_pruned_by_retention(
+    sim: JiraSimulator, tmp_path: Path, warehouse_url: str, sleeps: list[float]
+) -> None:
+    config = make_config(tmp_path, sim.base_url, warehouse_url)
+    warehouse = Warehouse(warehouse_url)
+    run_sync(config, warehouse, sleeps)
+    with warehouse.engine.connect() as conn:
+        raws = conn.execute(sa.select(RAW.c.url, RAW.c.params, RAW.c.body)).all()
+    urls = [r.url for r in raws]
+    assert any(u.endswith("/rest/api/3/status") for u in urls)
+    assert any(u.endswith("/search/jql") for u in urls)
+    assert any(u.endswith("/changelog/bulkfetch") for u in urls)
+    assert all(TOKEN not in r.params + r.body and EMAIL not in r.params for r in raws)
+    assert warehouse.prune_raw("sim", datetime.now(UTC) - timedelta(days=1)) == 0
+    assert warehouse.prune_raw("sim", datetime.now(UTC) + timedelta(seconds=1)) == len(raws)

@@ -193,7 +193,14 @@ class Warehouse:
     # -- runs and cursors ----------------------------------------------------------------
 
     def start_run(self, run_id: str, source: str, started_at: datetime) -> None:
+        """Record a run's start. Runs of the source still marked running were cut off (a kill,
+        a crash): they are marked interrupted — their committed pages stand."""
         with self.begin() as conn:
+            conn.execute(
+                RUNS.update()
+                .where(RUNS.c.source == source, RUNS.c.status == "running")
+                .values(status="interrupted", finished_at=started_at)
+            )
             conn.execute(
                 RUNS.insert().values(
                     run_id=run_id, source=source, started_at=started_at, status="running"
