@@ -34,6 +34,7 @@ def write_config(
     *,
     http: str = "",
     name: str = "syncd.toml",
+    email: bool = True,
 ) -> str:
     path = tmp_path / name
     path.write_text(
@@ -45,7 +46,7 @@ url = "{warehouse_url}"
 name = "jira"
 kind = "jira"
 url = "{url}"
-email_env = "CLI_EMAIL"
+{'email_env = "CLI_EMAIL"' if email else ""}
 token_env = "CLI_TOKEN"
 jql = "project = DEMO"
 {extra}
@@ -230,3 +231,17 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "demo-jira: ok — 120 items" in out
     assert "velocity" in out and "Demo" in out
     assert out.count("demo-jira: ok") == 2
+
+
+def test_check_and_sync_on_data_center_with_a_bearer_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLI_EMAIL")
+    with JiraSimulator(items=12, seed=2, anchor=ANCHOR, token=TOKEN, deployment="datacenter") as s:
+        config = write_config(tmp_path, s.base_url, f"sqlite:///{tmp_path / 'w.db'}", email=False)
+        code, out = run(["check", "-c", config])
+        assert code == 0, out
+        assert "datacenter" in out and "JQL scope accepted" in out
+        code, out = run(["sync", "-c", config])
+        assert code == 0 and "jira: ok — 12 items" in out
+        assert all(r.path.startswith("/rest/api/2/") for r in s.requests)
