@@ -57,8 +57,9 @@ class WarehouseConfig(_Strict):
 
     url: str = "sqlite:///syncd.db"
     url_env: str | None = None
-    #: raw pages older than this are pruned after a successful run; 0 keeps them forever
-    raw_retention_days: int = Field(default=90, ge=0)
+    #: raw pages older than this are pruned after a successful run; 0 (the default) keeps
+    #: them, which re-normalising from the warehouse needs
+    raw_retention_days: int = Field(default=0, ge=0)
 
     def resolved_url(self) -> str:
         if self.url_env:

@@ -73,10 +73,14 @@ def run(argv: list[str] | None = None) -> int:
             return 1
         print("\n== syncd metrics --period week (last 12 weeks)")
         code = syncd(["metrics", "-c", str(config), "--period", "week", "--last", "12"])
-        print(
-            f"\nMore: syncd metrics -c {config} --format json | "
-            f"syncd export items -c {config} --format csv"
-        )
+        print("\nMore (the warehouse stays in place):")
+        for args in (
+            "metrics -c {c} --period month --format json",
+            "export items -c {c} --format csv",
+            "export transitions -c {c} --format jsonl",
+        ):
+            print("  .venv/bin/syncd " + args.format(c=config))
+
         return code
 
 
