@@ -74,12 +74,12 @@ def run(argv: list[str] | None = None) -> int:
         print("\n== syncd metrics --period week (last 12 weeks)")
         code = syncd(["metrics", "-c", str(config), "--period", "week", "--last", "12"])
         print("\nMore (the warehouse stays in place):")
-        for args in (
+        for command in (
             "metrics -c {c} --period month --format json",
             "export items -c {c} --format csv",
             "export transitions -c {c} --format jsonl",
         ):
-            print("  .venv/bin/syncd " + args.format(c=config))
+            print("  .venv/bin/syncd " + command.format(c=config))
 
         return code
 
