@@ -69,15 +69,18 @@ def github_classifier(response: httpx.Response, now: datetime) -> ConnectorError
         text = response.text.lower()
         if "secondary rate limit" in text or "abuse" in text:
             wait = retry_after(response, now)
-            return RateLimited(f"{where}: GitHub secondary rate limit",
-                               retry_after=wait if wait is not None else SECONDARY_WAIT_S,
-                               status=status)
+            return RateLimited(
+                f"{where}: GitHub secondary rate limit",
+                retry_after=wait if wait is not None else SECONDARY_WAIT_S,
+                status=status,
+            )
         error = default_classifier(response, now)
         if isinstance(error, AuthError):
             have = response.headers.get("x-oauth-scopes")
             need = response.headers.get("x-accepted-oauth-scopes")
-            scopes = (f" (token scopes: {have or 'none'}; needed: {need})" if need is not None
-                      else "")
+            scopes = (
+                f" (token scopes: {have or 'none'}; needed: {need})" if need is not None else ""
+            )
             return AuthError(f"{where} answered 403: permission denied{scopes}", status=status)
         return error
     if status == 200 and response.url.path.endswith("/graphql"):
@@ -86,10 +89,12 @@ def github_classifier(response: httpx.Response, now: datetime) -> ConnectorError
         except ValueError:
             return None
         errors = body.get("errors") if isinstance(body, dict) else None
-        if errors and any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED"
-                          for e in errors):
-            return RateLimited(f"{where}: GitHub GraphQL point budget exhausted",
-                               retry_after=retry_after(response, now), status=status)
+        if errors and any(isinstance(e, dict) and e.get("type") == "RATE_LIMITED" for e in errors):
+            return RateLimited(
+                f"{where}: GitHub GraphQL point budget exhausted",
+                retry_after=retry_after(response, now),
+                status=status,
+            )
     return default_classifier(response, now)
 
 
@@ -128,7 +133,8 @@ class _AppAuth(httpx.Auth):
                 assert config.app_id is not None and config.app_installation_id is not None
                 key = config.app_private_key_file.read_text(encoding="utf-8")
                 integration = GithubIntegration(
-                    auth=Auth.AppAuth(config.app_id, key), base_url=config.url)
+                    auth=Auth.AppAuth(config.app_id, key), base_url=config.url
+                )
                 token = integration.get_access_token(config.app_installation_id)
                 self._token = token.token
                 self._expires = token.expires_at.astimezone(UTC)
@@ -174,32 +180,61 @@ class GitHubConnector:
 
     # -- HTTP ----------------------------------------------------------------------------
 
-    def _request(self, method: str, url: str, raws: list[RawPage] | None, stream: str, *,
-                 params: Mapping[str, Any] | None = None, body: Any = None,
-                 headers: Mapping[str, str] | None = None) -> httpx.Response:
-        response = self.http.request(method, url, params=params, json_body=body,
-                                     headers=headers, auth=self._auth,
-                                     classify=github_classifier)
+    def _request(
+        self,
+        method: str,
+        url: str,
+        raws: list[RawPage] | None,
+        stream: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        response = self.http.request(
+            method,
+            url,
+            params=params,
+            json_body=body,
+            headers=headers,
+            auth=self._auth,
+            classify=github_classifier,
+        )
         if raws is not None and response.status_code != 304:
-            raws.append(RawPage(stream=stream, method=method, url=url.split("?", 1)[0],
-                                params=dict(body if body is not None else
-                                            params or dict(response.request.url.params)),
-                                body=decode_json(response), fetched_at=datetime.now(UTC)))
+            raws.append(
+                RawPage(
+                    stream=stream,
+                    method=method,
+                    url=url.split("?", 1)[0],
+                    params=dict(
+                        body if body is not None else params or dict(response.request.url.params)
+                    ),
+                    body=decode_json(response),
+                    fetched_at=datetime.now(UTC),
+                )
+            )
         return response
 
     def _pages(self, url: str, params: Mapping[str, Any] | None) -> Iterator[Any]:
         """Every page of a Link-paged list (used for small lists: org repositories)."""
         next_url: str | None = url
         while next_url:
-            response = self._request("GET", next_url, None, "",
-                                     params=params if next_url == url else None)
+            response = self._request(
+                "GET", next_url, None, "", params=params if next_url == url else None
+            )
             yield decode_json(response)
             next_url = response.links.get("next", {}).get("url")
 
-    def _graphql(self, query: str, variables: Mapping[str, Any], raws: list[RawPage],
-                 stream: str) -> Mapping[str, Any]:
-        response = self._request("POST", self.config.graphql_url, raws, stream,
-                                 body={"query": query, "variables": dict(variables)})
+    def _graphql(
+        self, query: str, variables: Mapping[str, Any], raws: list[RawPage], stream: str
+    ) -> Mapping[str, Any]:
+        response = self._request(
+            "POST",
+            self.config.graphql_url,
+            raws,
+            stream,
+            body={"query": query, "variables": dict(variables)},
+        )
         body = decode_json(response)
         if not isinstance(body, Mapping) or not isinstance(body.get("data"), Mapping):
             errors = body.get("errors") if isinstance(body, Mapping) else None
@@ -212,8 +247,9 @@ class GitHubConnector:
         """The configured repositories plus every repository of the configured orgs."""
         repos = dict.fromkeys(self.config.repos)
         for org in self.config.orgs:
-            for page in self._pages(f"{self.base}/orgs/{org}/repos",
-                                    {"type": "all", "per_page": 100}):
+            for page in self._pages(
+                f"{self.base}/orgs/{org}/repos", {"type": "all", "per_page": 100}
+            ):
                 if not isinstance(page, list):
                     raise MalformedPage(f"repositories of org {org}: expected a JSON array")
                 for repo in page:
@@ -230,8 +266,13 @@ class GitHubConnector:
             response = self._request("GET", f"{self.base}/user", None, "")
             user = decode_json(response)
             scopes = response.headers.get("x-oauth-scopes")
-            results.append(CheckResult(True, f"{name}: authenticated as {user.get('login')}"
-                                             + (f" (scopes: {scopes})" if scopes else "")))
+            results.append(
+                CheckResult(
+                    True,
+                    f"{name}: authenticated as {user.get('login')}"
+                    + (f" (scopes: {scopes})" if scopes else ""),
+                )
+            )
         except SyncdError as exc:
             results.append(CheckResult(False, f"{name}: {exc}"))
             return results
@@ -249,11 +290,17 @@ class GitHubConnector:
             try:
                 body = self._graphql("query { rateLimit { remaining resetAt } }", {}, [], "")
                 remaining = body["data"]["rateLimit"]["remaining"]
-                results.append(CheckResult(True, f"{name}: GraphQL available "
-                                                 f"({remaining} points left)"))
+                results.append(
+                    CheckResult(True, f"{name}: GraphQL available ({remaining} points left)")
+                )
             except SyncdError as exc:
-                results.append(CheckResult(False, f"{name}: GraphQL unavailable ({exc}); "
-                                                  "set graphql = false to use REST timelines"))
+                results.append(
+                    CheckResult(
+                        False,
+                        f"{name}: GraphQL unavailable ({exc}); "
+                        "set graphql = false to use REST timelines",
+                    )
+                )
         return results
 
     def fetch(self, stream: str, cursor: Cursor | None, run: RunContext) -> Iterator[Page]:
@@ -272,8 +319,12 @@ class GitHubConnector:
             bound = watermark - run.lookback if watermark else None
             since = bound.strftime("%Y-%m-%dT%H:%M:%SZ") if bound else None
             next_url = listing
-            params = {"state": "all", "sort": "created", "direction": "asc",
-                      "per_page": self.config.per_page}
+            params = {
+                "state": "all",
+                "sort": "created",
+                "direction": "asc",
+                "per_page": self.config.per_page,
+            }
             if since:
                 params["since"] = since
             etag = None
@@ -285,16 +336,26 @@ class GitHubConnector:
             if first and state.get("etag") and state.get("since") == since:
                 headers = {"If-None-Match": str(state["etag"])}
             try:
-                response = self._request("GET", next_url, raws, repo, params=params,
-                                         headers=headers)
+                response = self._request(
+                    "GET", next_url, raws, repo, params=params, headers=headers
+                )
             except BadRequest:
                 if first:
                     raise
-                log.warning("github.cursor_link_rejected", source=self.config.name,
-                            stream=repo, action="restarting the listing from its bound")
+                log.warning(
+                    "github.cursor_link_rejected",
+                    source=self.config.name,
+                    stream=repo,
+                    action="restarting the listing from its bound",
+                )
                 next_url, first = listing, True
-                params = {"state": "all", "sort": "created", "direction": "asc",
-                          "per_page": self.config.per_page, **({"since": since} if since else {})}
+                params = {
+                    "state": "all",
+                    "sort": "created",
+                    "direction": "asc",
+                    "per_page": self.config.per_page,
+                    **({"since": since} if since else {}),
+                }
                 continue
             if response.status_code == 304:
                 yield Page(raws=[], items=[], cursor=Cursor(watermark=watermark, state=state))
@@ -315,17 +376,26 @@ class GitHubConnector:
             changed = self._changed(page, run)
             items, skipped = self._items(repo, changed, raws)
             if next_url:
-                new_cursor = Cursor(watermark=watermark, state={
-                    "next": next_url, "since": since, "etag": etag,
-                    "seen": seen.isoformat() if seen else None})
+                new_cursor = Cursor(
+                    watermark=watermark,
+                    state={
+                        "next": next_url,
+                        "since": since,
+                        "etag": etag,
+                        "seen": seen.isoformat() if seen else None,
+                    },
+                )
             else:
                 best = max((t for t in (watermark, seen) if t is not None), default=None)
                 final = min(best, run.started_at) if best else None
-                final_since = ((final - run.lookback).strftime("%Y-%m-%dT%H:%M:%SZ")
-                               if final else None)
+                final_since = (
+                    (final - run.lookback).strftime("%Y-%m-%dT%H:%M:%SZ") if final else None
+                )
                 # the ETag is worth keeping only if the next run asks the same question
-                new_cursor = Cursor(watermark=final, state={
-                    "etag": etag if final_since == since else None, "since": final_since})
+                new_cursor = Cursor(
+                    watermark=final,
+                    state={"etag": etag if final_since == since else None, "since": final_since},
+                )
             yield Page(raws=list(raws), items=items, cursor=new_cursor, skipped=skipped)
             raws.clear()
 
@@ -339,15 +409,17 @@ class GitHubConnector:
             stored = known.get(str(entry.get("id")))
             try:
                 unchanged = stored is not None and stored == parse_time(
-                    entry.get("updated_at"), "updated_at")
+                    entry.get("updated_at"), "updated_at"
+                )
             except SkippableRecord:
                 unchanged = False
             if not unchanged:
                 out.append(entry)
         return out
 
-    def _items(self, repo: str, entries: Sequence[Mapping[str, Any]],
-               raws: list[RawPage]) -> tuple[list[FlowItem], int]:
+    def _items(
+        self, repo: str, entries: Sequence[Mapping[str, Any]], raws: list[RawPage]
+    ) -> tuple[list[FlowItem], int]:
         if not entries:
             return [], 0
         timelines: dict[int, tuple[list[Event], list[tuple[str, list[str]]]]] = {}
@@ -356,8 +428,9 @@ class GitHubConnector:
                 timelines = self._graphql_timelines(repo, entries, raws)
             except NotFound:
                 self.graphql_available = False
-                log.warning("github.graphql_unavailable", source=self.config.name,
-                            action="REST timelines")
+                log.warning(
+                    "github.graphql_unavailable", source=self.config.name, action="REST timelines"
+                )
         if not self.graphql_available:
             timelines = self._rest_timelines(repo, entries, raws)
         items: list[FlowItem] = []
@@ -368,37 +441,55 @@ class GitHubConnector:
                 if entry.get("number") not in timelines:
                     raise SkippableRecord("no timeline (deleted or moved?)", key=key)
                 events, closing = timelines[int(entry["number"])]
-                items.append(parse_item(entry, events, self.mapping, repo=repo,
-                                        source=self.config.name,
-                                        value_stream=self.config.stream_value,
-                                        closing=closing))
+                items.append(
+                    parse_item(
+                        entry,
+                        events,
+                        self.mapping,
+                        repo=repo,
+                        source=self.config.name,
+                        value_stream=self.config.stream_value,
+                        closing=closing,
+                    )
+                )
             except SkippableRecord as exc:
                 skipped += 1
-                log.error("github.record_skipped", source=self.config.name, stream=repo,
-                          key=key, error=str(exc))
+                log.error(
+                    "github.record_skipped",
+                    source=self.config.name,
+                    stream=repo,
+                    key=key,
+                    error=str(exc),
+                )
         return items, skipped
 
     def _graphql_timelines(
-        self, repo: str, entries: Sequence[Mapping[str, Any]], raws: list[RawPage],
+        self,
+        repo: str,
+        entries: Sequence[Mapping[str, Any]],
+        raws: list[RawPage],
     ) -> dict[int, tuple[list[Event], list[tuple[str, list[str]]]]]:
         owner, name = repo.split("/", 1)
         out: dict[int, tuple[list[Event], list[tuple[str, list[str]]]]] = {}
         size = self.config.batch_size
         for start in range(0, len(entries), size):
-            chunk = entries[start:start + size]
+            chunk = entries[start : start + size]
             fields = []
             for entry in chunk:
                 number = int(entry["number"])
                 pull = entry.get("pull_request") is not None
                 fields.append(_item_query(f"n{number}", number, pull, None))
-            query = ("query($owner: String!, $name: String!) { rateLimit { cost remaining "
-                     "resetAt } repository(owner: $owner, name: $name) { "
-                     + " ".join(fields) + " } }")
+            query = (
+                "query($owner: String!, $name: String!) { rateLimit { cost remaining "
+                "resetAt } repository(owner: $owner, name: $name) { " + " ".join(fields) + " } }"
+            )
             body = self._graphql(query, {"owner": owner, "name": name}, raws, repo)
             repository = body["data"].get("repository")
             if not isinstance(repository, Mapping):
-                raise AuthError(f"GraphQL cannot see {repo} (the REST listing could): check "
-                                f"the token's access: {str(body.get('errors'))[:200]}")
+                raise AuthError(
+                    f"GraphQL cannot see {repo} (the REST listing could): check "
+                    f"the token's access: {str(body.get('errors'))[:200]}"
+                )
             for entry in chunk:
                 number = int(entry["number"])
                 node = repository.get(f"n{number}")
@@ -411,22 +502,35 @@ class GitHubConnector:
                     more = self._graphql(
                         "query($owner: String!, $name: String!) { repository(owner: $owner, "
                         "name: $name) { "
-                        + _item_query("n", number, entry.get("pull_request") is not None,
-                                      page_info["endCursor"]) + " } }",
-                        {"owner": owner, "name": name}, raws, repo)
+                        + _item_query(
+                            "n",
+                            number,
+                            entry.get("pull_request") is not None,
+                            page_info["endCursor"],
+                        )
+                        + " } }",
+                        {"owner": owner, "name": name},
+                        raws,
+                        repo,
+                    )
                     timeline = more["data"]["repository"]["n"]["timelineItems"]
                     nodes.extend(timeline["nodes"])
                     page_info = timeline["pageInfo"]
                 closing = [
-                    (f"{ref['repository']['nameWithOwner']}#{ref['number']}",
-                     [str(lb["name"]) for lb in (ref.get("labels") or {}).get("nodes") or ()])
+                    (
+                        f"{ref['repository']['nameWithOwner']}#{ref['number']}",
+                        [str(lb["name"]) for lb in (ref.get("labels") or {}).get("nodes") or ()],
+                    )
                     for ref in (node.get("closingIssuesReferences") or {}).get("nodes") or ()
                 ]
                 out[number] = (events_from_graphql(nodes, key), closing)
         return out
 
     def _rest_timelines(
-        self, repo: str, entries: Sequence[Mapping[str, Any]], raws: list[RawPage],
+        self,
+        repo: str,
+        entries: Sequence[Mapping[str, Any]],
+        raws: list[RawPage],
     ) -> dict[int, tuple[list[Event], list[tuple[str, list[str]]]]]:
         def one(number: int) -> tuple[int, list[Event], list[RawPage]]:
             local: list[RawPage] = []
@@ -455,9 +559,17 @@ def _item_query(alias: str, number: int, pull: bool, after: str | None) -> str:
     """One aliased issue/pullRequest selection with its timeline (and closing references)."""
     types = ", ".join(PULL_ITEM_TYPES if pull else ISSUE_ITEM_TYPES)
     page = f', after: "{after}"' if after else ""
-    closing = ("closingIssuesReferences(first: 10) { nodes { number repository { "
-               "nameWithOwner } labels(first: 20) { nodes { name } } } } ") if pull else ""
+    closing = (
+        (
+            "closingIssuesReferences(first: 10) { nodes { number repository { "
+            "nameWithOwner } labels(first: 20) { nodes { name } } } } "
+        )
+        if pull
+        else ""
+    )
     field = "pullRequest" if pull else "issue"
-    return (f"{alias}: {field}(number: {number}) {{ number {closing}"
-            f"timelineItems(first: 100{page}, itemTypes: [{types}]) {{ "
-            f"pageInfo {{ hasNextPage endCursor }} nodes {{ {EVENT_SELECTION} }} }} }}")
+    return (
+        f"{alias}: {field}(number: {number}) {{ number {closing}"
+        f"timelineItems(first: 100{page}, itemTypes: [{types}]) {{ "
+        f"pageInfo {{ hasNextPage endCursor }} nodes {{ {EVENT_SELECTION} }} }} }}"
+    )

@@ -20,13 +20,24 @@ from syncd.mapping import FlowTypeRules, StageOverrides
 
 #: timeline item types asked from GraphQL, per kind of item (PR-only types are refused on issues)
 ISSUE_ITEM_TYPES = (
-    "LABELED_EVENT", "UNLABELED_EVENT", "ASSIGNED_EVENT", "UNASSIGNED_EVENT", "CLOSED_EVENT",
-    "REOPENED_EVENT", "CROSS_REFERENCED_EVENT", "ADDED_TO_PROJECT_V2_EVENT",
+    "LABELED_EVENT",
+    "UNLABELED_EVENT",
+    "ASSIGNED_EVENT",
+    "UNASSIGNED_EVENT",
+    "CLOSED_EVENT",
+    "REOPENED_EVENT",
+    "CROSS_REFERENCED_EVENT",
+    "ADDED_TO_PROJECT_V2_EVENT",
     "PROJECT_V2_ITEM_STATUS_CHANGED_EVENT",
 )
 PULL_ITEM_TYPES = (
-    *ISSUE_ITEM_TYPES, "MERGED_EVENT", "READY_FOR_REVIEW_EVENT", "CONVERT_TO_DRAFT_EVENT",
-    "REVIEW_REQUESTED_EVENT", "REVIEW_REQUEST_REMOVED_EVENT", "PULL_REQUEST_REVIEW",
+    *ISSUE_ITEM_TYPES,
+    "MERGED_EVENT",
+    "READY_FOR_REVIEW_EVENT",
+    "CONVERT_TO_DRAFT_EVENT",
+    "REVIEW_REQUESTED_EVENT",
+    "REVIEW_REQUEST_REMOVED_EVENT",
+    "PULL_REQUEST_REVIEW",
 )
 
 #: the fields read from each timeline node (inline fragments on the timeline union)
@@ -80,18 +91,32 @@ class Event:
 
 
 _GRAPHQL_KINDS = {
-    "LabeledEvent": "labeled", "UnlabeledEvent": "unlabeled", "AssignedEvent": "assigned",
-    "UnassignedEvent": "unassigned", "ClosedEvent": "closed", "ReopenedEvent": "reopened",
-    "MergedEvent": "merged", "ReadyForReviewEvent": "ready", "ConvertToDraftEvent": "draft",
+    "LabeledEvent": "labeled",
+    "UnlabeledEvent": "unlabeled",
+    "AssignedEvent": "assigned",
+    "UnassignedEvent": "unassigned",
+    "ClosedEvent": "closed",
+    "ReopenedEvent": "reopened",
+    "MergedEvent": "merged",
+    "ReadyForReviewEvent": "ready",
+    "ConvertToDraftEvent": "draft",
     "ReviewRequestedEvent": "review_requested",
-    "ReviewRequestRemovedEvent": "review_request_removed", "PullRequestReview": "reviewed",
+    "ReviewRequestRemovedEvent": "review_request_removed",
+    "PullRequestReview": "reviewed",
     "ProjectV2ItemStatusChangedEvent": "project_status",
 }
 _REST_KINDS = {
-    "labeled": "labeled", "unlabeled": "unlabeled", "assigned": "assigned",
-    "unassigned": "unassigned", "closed": "closed", "reopened": "reopened", "merged": "merged",
-    "ready_for_review": "ready", "convert_to_draft": "draft",
-    "review_requested": "review_requested", "review_request_removed": "review_request_removed",
+    "labeled": "labeled",
+    "unlabeled": "unlabeled",
+    "assigned": "assigned",
+    "unassigned": "unassigned",
+    "closed": "closed",
+    "reopened": "reopened",
+    "merged": "merged",
+    "ready_for_review": "ready",
+    "convert_to_draft": "draft",
+    "review_requested": "review_requested",
+    "review_request_removed": "review_request_removed",
     "reviewed": "reviewed",
 }
 
@@ -283,8 +308,9 @@ def parse_item(
             name, stage = new_name, new_stage
 
     labels = [str(lb.get("name")) for lb in item.get("labels") or () if isinstance(lb, Mapping)]
-    issue_type = (item.get("type") or {}).get("name") if isinstance(item.get("type"), Mapping) \
-        else None
+    issue_type = (
+        (item.get("type") or {}).get("name") if isinstance(item.get("type"), Mapping) else None
+    )
     flow_type = mapping.flow_types.classify(issue_type, labels)
     links = _links(item, repo, closing)
     if pull and flow_type == "unclassified":
@@ -294,15 +320,26 @@ def parse_item(
                 flow_type = linked
                 break
     return FlowItem(
-        source=source, id=item_id, key=key, kind="pull_request" if pull else "issue",
-        title=str(item.get("title") or ""), project=repo, flow_type=flow_type,
-        value_stream=value_stream, stage=stage, state=name, created_at=created,
-        updated_at=max(updated, transitions[-1].at), transitions=transitions, links=links,
+        source=source,
+        id=item_id,
+        key=key,
+        kind="pull_request" if pull else "issue",
+        title=str(item.get("title") or ""),
+        project=repo,
+        flow_type=flow_type,
+        value_stream=value_stream,
+        stage=stage,
+        state=name,
+        created_at=created,
+        updated_at=max(updated, transitions[-1].at),
+        transitions=transitions,
+        links=links,
     )
 
 
-def _links(item: Mapping[str, Any], repo: str,
-           closing: Sequence[tuple[str, Sequence[str]]]) -> list[Link]:
+def _links(
+    item: Mapping[str, Any], repo: str, closing: Sequence[tuple[str, Sequence[str]]]
+) -> list[Link]:
     """Closing references (type "Closes") and "blocked by / depends on" mentions in the body
     (type "Blocks", inward: this item is blocked by the target), in Jira's vocabulary."""
     links: dict[tuple[str, str, str], Link] = {}

@@ -11,28 +11,58 @@ from syncd.config import FlowTypeRule, SourceConfig
 from syncd.domain import Stage
 
 DEFAULT_ACTIVE_LABELS = (
-    "in progress", "status: in progress", "in-progress", "doing", "wip", "in review",
+    "in progress",
+    "status: in progress",
+    "in-progress",
+    "doing",
+    "wip",
+    "in review",
     "status: in review",
 )
 DEFAULT_WAITING_LABELS = (
-    "blocked", "status: blocked", "waiting", "status: waiting", "on hold", "needs info",
+    "blocked",
+    "status: blocked",
+    "waiting",
+    "status: waiting",
+    "on hold",
+    "needs info",
     "waiting for review",
 )
 DEFAULT_PROJECT_STATUSES: dict[str, Stage] = {
-    "Backlog": Stage.NEW, "Todo": Stage.NEW, "To Do": Stage.NEW,
-    "In Progress": Stage.ACTIVE, "In Review": Stage.ACTIVE,
-    "Blocked": Stage.WAITING, "Waiting": Stage.WAITING,
+    "Backlog": Stage.NEW,
+    "Todo": Stage.NEW,
+    "To Do": Stage.NEW,
+    "In Progress": Stage.ACTIVE,
+    "In Review": Stage.ACTIVE,
+    "Blocked": Stage.WAITING,
+    "Waiting": Stage.WAITING,
     "Done": Stage.DONE,
 }
 DEFAULT_FLOW_TYPES = (
-    FlowTypeRule(flow_type="risk", issue_types=["Vulnerability", "Security"],
-                 labels=["security", "vulnerability", "compliance"]),
-    FlowTypeRule(flow_type="debt", issue_types=["Tech Debt", "Chore"],
-                 labels=["tech-debt", "tech debt", "techdebt", "refactor", "refactoring", "chore",
-                         "dependencies"]),
+    FlowTypeRule(
+        flow_type="risk",
+        issue_types=["Vulnerability", "Security"],
+        labels=["security", "vulnerability", "compliance"],
+    ),
+    FlowTypeRule(
+        flow_type="debt",
+        issue_types=["Tech Debt", "Chore"],
+        labels=[
+            "tech-debt",
+            "tech debt",
+            "techdebt",
+            "refactor",
+            "refactoring",
+            "chore",
+            "dependencies",
+        ],
+    ),
     FlowTypeRule(flow_type="defect", issue_types=["Bug"], labels=["bug", "defect", "regression"]),
-    FlowTypeRule(flow_type="feature", issue_types=["Feature", "Enhancement", "Story"],
-                 labels=["enhancement", "feature", "feature request"]),
+    FlowTypeRule(
+        flow_type="feature",
+        issue_types=["Feature", "Enhancement", "Story"],
+        labels=["enhancement", "feature", "feature request"],
+    ),
 )
 
 
@@ -59,7 +89,8 @@ class GitHubSourceConfig(SourceConfig):
     waiting_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_WAITING_LABELS))
     #: Projects v2 "Status" option → stage
     project_statuses: dict[str, Stage] = Field(
-        default_factory=lambda: dict(DEFAULT_PROJECT_STATUSES))
+        default_factory=lambda: dict(DEFAULT_PROJECT_STATUSES)
+    )
 
     @field_validator("repos")
     @classmethod
@@ -75,8 +106,10 @@ class GitHubSourceConfig(SourceConfig):
             raise ValueError("give repos = ['owner/name', …] and/or orgs = ['org']")
         app = (self.app_id, self.app_private_key_file, self.app_installation_id)
         if any(v is not None for v in app) and not all(v is not None for v in app):
-            raise ValueError("GitHub App auth needs app_id, app_private_key_file and "
-                             "app_installation_id together")
+            raise ValueError(
+                "GitHub App auth needs app_id, app_private_key_file and "
+                "app_installation_id together"
+            )
         if all(v is not None for v in app) and (self.token_env or self.token_file):
             raise ValueError("give a token (token_env/token_file) or a GitHub App, not both")
         return self
