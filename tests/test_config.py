@@ -59,7 +59,11 @@ def test_good_config_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ("change", "key", "expected"),
     [
         (('lookback = "10m"', 'lookback = "soon"'), "sync.lookback", "duration"),
-        (('kind = "jira"', 'kind = "jiraa"'), "sources[0].kind", "installed connectors: github, jira"),
+        (
+            ('kind = "jira"', 'kind = "jiraa"'),
+            "sources[0].kind",
+            "installed connectors: github, jira",
+        ),
         (
             ('value_stream = "Checkout"', 'value_strem = "Checkout"'),
             "sources[0].value_strem",

@@ -87,15 +87,16 @@ class JiraConnector:
         self.base = config.url
         token = config.token_value()
         email = config.email_value()
-        self._token = token.get_secret_value() if token else None
+        self._token = token  # a SecretStr: never a plain string attribute
         self._email = email
-        http.register_secret(self._token)
+        secret = token.get_secret_value() if token else None
+        http.register_secret(secret)
         self._auth_mode = "basic" if email else "bearer"
         self._auth: httpx.Auth | None = None
-        if self._token and email:
-            self._auth = _BasicAuth(email, self._token)
-        elif self._token:
-            self._auth = BearerAuth(self._token)
+        if secret and email:
+            self._auth = _BasicAuth(email, secret)
+        elif secret:
+            self._auth = BearerAuth(secret)
         self.deployment: str | None = None if config.deployment == "auto" else config.deployment
         self.bulkfetch_available = True
 
@@ -516,10 +517,11 @@ class JiraConnector:
             "timeout": 20,
             "get_server_info": False,
         }
-        if self._auth_mode == "basic" and self._token:
-            kwargs["basic_auth"] = (self._email, self._token)
-        elif self._token:
-            kwargs["token_auth"] = self._token
+        secret = self._token.get_secret_value() if self._token else None
+        if self._auth_mode == "basic" and secret:
+            kwargs["basic_auth"] = (self._email, secret)
+        elif secret:
+            kwargs["token_auth"] = secret
         return JIRA(**kwargs)
 
     def _search_probe(self) -> None:
