@@ -241,3 +241,30 @@ def test_broken_item_is_skippable(broken: dict[str, Any]) -> None:
 
     with pytest.raises(SkippableRecord):
         parse_item(broken, [], MAPPING, repo="a/b", source="gh", value_stream="vs")
+
+
+def test_recorded_devlake_listing_and_events(shared_fixtures: Path) -> None:
+    import csv
+
+    folder = shared_fixtures / "github" / "devlake"
+    csv.field_size_limit(10**9)
+
+    def rows(name: str) -> list[dict[str, Any]]:
+        with (folder / name).open(encoding="utf-8") as handle:
+            return [json.loads(r["data"]) for r in csv.DictReader(handle)]
+
+    items = [
+        parse_item(raw, [], MAPPING, repo="panjf2000/ants", source="gh", value_stream="vs")
+        for raw in rows("_raw_github_api_issues.csv")
+    ]
+    kinds = [i.kind for i in items]
+    assert kinds.count("pull_request") == 16 and kinds.count("issue") == 26
+    events = events_from_rest(rows("_raw_github_api_events.csv"), "panjf2000/ants")
+    counted = {
+        kind: sum(1 for e in events if e.kind == kind)
+        for kind in ("labeled", "closed", "assigned", "ready")
+    }
+    assert counted == {"labeled": 18, "closed": 12, "assigned": 10, "ready": 1}
+    # 11 closes carry no state_reason (older events, PRs): they read as completed
+    closes = [e.value for e in events if e.kind == "closed"]
+    assert sorted(closes) == ["completed"] * 11 + ["not_planned"]
