@@ -25,9 +25,10 @@ import httpx
 import structlog
 
 from connectors.github.parse import (
-    EVENT_SELECTION,
     ISSUE_ITEM_TYPES,
+    ISSUE_SELECTION,
     PULL_ITEM_TYPES,
+    PULL_SELECTION,
     Event,
     GitHubMapping,
     events_from_graphql,
@@ -50,7 +51,14 @@ from syncd.errors import (
     SkippableRecord,
     SyncdError,
 )
-from syncd.http import HttpClient, decode_json, default_classifier, describe, retry_after
+from syncd.http import (
+    HttpClient,
+    decode_json,
+    default_classifier,
+    describe,
+    retry_after,
+    seconds_until,
+)
 from syncd.mapping import FlowTypeRules, StageOverrides
 
 log = structlog.get_logger("syncd.github")
@@ -68,7 +76,10 @@ def github_classifier(response: httpx.Response, now: datetime) -> ConnectorError
     if status in (403, 429):
         text = response.text.lower()
         if "secondary rate limit" in text or "abuse" in text:
-            wait = retry_after(response, now)
+            # only Retry-After speaks of the secondary limit; the reset header is the
+            # primary budget's
+            header = response.headers.get("retry-after")
+            wait = seconds_until(header, now) if header else None
             return RateLimited(
                 f"{where}: GitHub secondary rate limit",
                 retry_after=wait if wait is not None else SECONDARY_WAIT_S,
@@ -568,8 +579,9 @@ def _item_query(alias: str, number: int, pull: bool, after: str | None) -> str:
         else ""
     )
     field = "pullRequest" if pull else "issue"
+    selection = PULL_SELECTION if pull else ISSUE_SELECTION
     return (
         f"{alias}: {field}(number: {number}) {{ number {closing}"
         f"timelineItems(first: 100{page}, itemTypes: [{types}]) {{ "
-        f"pageInfo {{ hasNextPage endCursor }} nodes {{ {EVENT_SELECTION} }} }} }}"
+        f"pageInfo {{ hasNextPage endCursor }} nodes {{ {selection} }} }} }}"
     )

@@ -40,25 +40,31 @@ PULL_ITEM_TYPES = (
     "PULL_REQUEST_REVIEW",
 )
 
-#: the fields read from each timeline node (inline fragments on the timeline union)
-EVENT_SELECTION = """__typename
+#: the fields read from each timeline node (inline fragments on the timeline unions; GitHub
+#: refuses fragments of PR-only event types on an issue's timeline)
+_COMMON_SELECTION = """__typename
 ... on LabeledEvent { createdAt label { name } }
 ... on UnlabeledEvent { createdAt label { name } }
 ... on AssignedEvent { createdAt assignee { ... on User { login } } }
 ... on UnassignedEvent { createdAt assignee { ... on User { login } } }
 ... on ClosedEvent { createdAt stateReason }
 ... on ReopenedEvent { createdAt }
-... on MergedEvent { createdAt }
-... on ReadyForReviewEvent { createdAt }
-... on ConvertToDraftEvent { createdAt }
-... on ReviewRequestedEvent { createdAt requestedReviewer { ... on User { login } } }
-... on ReviewRequestRemovedEvent { createdAt requestedReviewer { ... on User { login } } }
-... on PullRequestReview { createdAt submittedAt state }
 ... on CrossReferencedEvent { createdAt willCloseTarget
     source { ... on Issue { number repository { nameWithOwner } }
              ... on PullRequest { number repository { nameWithOwner } } } }
 ... on AddedToProjectV2Event { createdAt }
 ... on ProjectV2ItemStatusChangedEvent { createdAt status previousStatus }"""
+ISSUE_SELECTION = _COMMON_SELECTION
+PULL_SELECTION = (
+    _COMMON_SELECTION
+    + """
+... on MergedEvent { createdAt }
+... on ReadyForReviewEvent { createdAt }
+... on ConvertToDraftEvent { createdAt }
+... on ReviewRequestedEvent { createdAt requestedReviewer { ... on User { login } } }
+... on ReviewRequestRemovedEvent { createdAt requestedReviewer { ... on User { login } } }
+... on PullRequestReview { createdAt submittedAt state }"""
+)
 
 _REFERENCE = re.compile(
     r"\b(?P<verb>close[sd]?|fix(?:e[sd])?|resolve[sd]?|blocked by|depends on)\s*:?\s+"

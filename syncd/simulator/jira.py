@@ -60,22 +60,27 @@ import bisect
 import hashlib
 import hmac
 import json
-import os
 import random
 import re
-import signal
 import sys
-import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
-from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
 
 from syncd.simulator import jql as jqlmod
+from syncd.simulator.common import (
+    CliError,
+    CursorSigner,
+    RequestRecord,
+    Response,
+    Simulator,
+    add_serving_arguments,
+    env_secret,
+    parse_anchor,
+    serve_until_signalled,
+)
 from syncd.simulator.jira_data import (
     CATEGORIES,
     ISSUE_TYPE_BY_NAME,
@@ -134,24 +139,6 @@ ALL_FIELDS = (
 _KEY_RE = re.compile(r"^([A-Z][A-Z0-9_]*)-([0-9]+)$")
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One Jira API request as served: what was asked and which status it got."""
-
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: Json
-    status: int
-
-
-@dataclass(slots=True)
-class _Response:
-    status: int
-    body: Json
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 class _HttpError(Exception):
     def __init__(self, status: int, *messages: str, headers: dict[str, str] | None = None):
         super().__init__(status, messages)
@@ -159,8 +146,8 @@ class _HttpError(Exception):
         self.messages = list(messages)
         self.headers = headers or {}
 
-    def response(self) -> _Response:
-        return _Response(self.status, {"errorMessages": self.messages, "errors": {}}, self.headers)
+    def response(self) -> Response:
+        return Response(self.status, {"errorMessages": self.messages, "errors": {}}, self.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,13 +234,16 @@ def _first(query: Mapping[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-class JiraSimulator:
+class JiraSimulator(Simulator):
     """A seeded, in-memory Jira site served over HTTP on 127.0.0.1.
 
     Same `seed`, `anchor`, `items` (and other generation arguments) give byte-identical
     responses. Scenario methods (`add_issue`, `transition`, ...) let tests build exact
     histories; `issue_history` is the ground truth a sync must reproduce.
     """
+
+    server_name = "JiraSimulator/1.0"
+    content_type = "application/json;charset=UTF-8"
 
     def __init__(
         self,
@@ -280,6 +270,7 @@ class JiraSimulator:
         for key in projects:
             if not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
                 raise ValueError(f"invalid project key {key!r}")
+        super().__init__()
         if anchor is None:
             now = datetime.now(UTC)
             anchor = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -298,7 +289,6 @@ class JiraSimulator:
         self.seed = seed
         self._clock = clock or (lambda: datetime.now(UTC))
         self._render = Renderer(tz)
-        self._lock = threading.RLock()
         self._projects: list[str] = list(dict.fromkeys(projects))
         generated = generate(
             items=items,
@@ -314,74 +304,14 @@ class JiraSimulator:
         self._next_link_id = 30000
         self._version = 0
         self._mutate_rng = random.Random(f"mutate:{seed}")
-        self._secret = hashlib.sha256(f"syncd-jira-simulator:{seed}".encode()).digest()
+        self._signer = CursorSigner(f"syncd-jira-simulator:{seed}")
         self._search_cache: OrderedDict[tuple[str, int], _Matches] = OrderedDict()
         self._bulk_cache: OrderedDict[tuple[str, int], _Merged] = OrderedDict()
-        self._records: list[RequestRecord] = []
         self._api_count = 0
-        self._control_count = 0
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._base = "http://127.0.0.1"
         self._user_cache: dict[tuple[str, bool, str], Json] = {}
         self._status_cache: dict[tuple[str, str], Json] = {}
 
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self, port: int = 0) -> str:
-        """Serve on 127.0.0.1:`port` (0 = any free port) in a daemon thread; return the base URL."""
-        if self._server is not None:
-            return self._base
-        server = _Server(("127.0.0.1", port), self)
-        self._server = server
-        self._base = f"http://127.0.0.1:{server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self._base
-
-    def stop(self) -> None:
-        """Stop serving and close the listening socket; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.stopping = True  # kept-alive connections get no further answers
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> JiraSimulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """The URL the simulator serves on (meaningful after `start`)."""
-        return self._base
-
     # ------------------------------------------------------------------ observation
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        """A snapshot of every Jira API request served (control endpoints excluded)."""
-        with self._lock:
-            return list(self._records)
-
-    def reset_requests(self) -> None:
-        """Forget recorded requests (the rate-limit counter keeps counting)."""
-        with self._lock:
-            self._records.clear()
 
     @property
     def statuses(self) -> list[StatusDef]:
@@ -596,23 +526,6 @@ class JiraSimulator:
 
     # ------------------------------------------------------------------ HTTP entry point
 
-    def handle(
-        self, method: str, target: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
-        """Answer one HTTP request: (status, headers, JSON body). Used by the server thread."""
-        parts = urlsplit(target)
-        path = unquote(parts.path)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        if path.startswith("/_sim/"):
-            with self._lock:
-                self._control_count += 1
-            response = self._control(method, path, query)
-        else:
-            response = self._api(method, path, query, headers, body)
-        payload = json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode()
-        out = {"Content-Type": "application/json;charset=UTF-8", **response.headers}
-        return response.status, out, payload
-
     def _api(
         self,
         method: str,
@@ -620,7 +533,7 @@ class JiraSimulator:
         query: dict[str, list[str]],
         headers: Mapping[str, str],
         raw: bytes,
-    ) -> _Response:
+    ) -> Response:
         body: Json = None
         body_error = False
         if raw:
@@ -646,8 +559,8 @@ class JiraSimulator:
                 response = error.response()
             except Exception as error:  # a simulator bug: answer it rather than drop the socket
                 message = f"Internal simulator error: {type(error).__name__}: {error}"
-                response = _Response(500, {"errorMessages": [message], "errors": {}})
-            self._records.append(RequestRecord(method, path, query, body, response.status))
+                response = Response(500, {"errorMessages": [message], "errors": {}})
+            self._record(method, path, query, body, response.status)
             return response
 
     def _authenticate(self, headers: Mapping[str, str]) -> None:
@@ -676,7 +589,7 @@ class JiraSimulator:
                 "You are not authenticated. Authentication required to perform this operation.",
             )
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Json) -> _Response:
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Json) -> Response:
         match = re.fullmatch(r"/rest/api/(2|3|latest)/(.+?)/?", path)
         if match is None or (not self.cloud and match.group(1) == "3"):
             raise _HttpError(404, "No resource found for this path.")
@@ -691,28 +604,28 @@ class JiraSimulator:
 
         if route == ("serverInfo",):
             need("GET")
-            return _Response(200, self._server_info())
+            return Response(200, self._server_info())
         if route == ("myself",):
             need("GET")
-            return _Response(200, self._myself(ctx))
+            return Response(200, self._myself(ctx))
         if route == ("status",):
             need("GET")
-            return _Response(200, [self._status_json(ctx, s.name) for s in STATUSES])
+            return Response(200, [self._status_json(ctx, s.name) for s in STATUSES])
         if route == ("project",):
             need("GET")
-            return _Response(200, [self._project_json(ctx, p) for p in self._projects])
+            return Response(200, [self._project_json(ctx, p) for p in self._projects])
         if route == ("project", "search") and self.cloud:
             need("GET")
-            return _Response(200, self._project_search(ctx, query))
+            return Response(200, self._project_search(ctx, query))
         if route == ("issuetype",):
             need("GET")
-            return _Response(200, [self._issue_type_json(ctx, t.name) for t in ISSUE_TYPES])
+            return Response(200, [self._issue_type_json(ctx, t.name) for t in ISSUE_TYPES])
         if route == ("resolution",):
             need("GET")
-            return _Response(200, [self._resolution_json(ctx, r.name) for r in RESOLUTIONS])
+            return Response(200, [self._resolution_json(ctx, r.name) for r in RESOLUTIONS])
         if route == ("search", "jql") and self.cloud:
             need("GET", "POST")
-            return _Response(200, self._search_jql(ctx, method, query, body))
+            return Response(200, self._search_jql(ctx, method, query, body))
         if route == ("search",):
             need("GET", "POST")
             if self.cloud:
@@ -721,44 +634,25 @@ class JiraSimulator:
                     "The requested API has been removed. Please migrate to the "
                     "/rest/api/3/search/jql API.",
                 )
-            return _Response(200, self._search_dc(ctx, method, query, body))
+            return Response(200, self._search_dc(ctx, method, query, body))
         if route == ("changelog", "bulkfetch") and self.cloud and self.bulkfetch:
             need("POST")
-            return _Response(200, self._bulkfetch(ctx, body))
+            return Response(200, self._bulkfetch(ctx, body))
         if len(route) == 2 and route[0] == "issue":
             need("GET")
-            return _Response(200, self._get_issue(ctx, route[1], query))
+            return Response(200, self._get_issue(ctx, route[1], query))
         if len(route) == 3 and route[0] == "issue" and route[2] == "changelog" and self.cloud:
             need("GET")
-            return _Response(200, self._changelog_page(ctx, route[1], query))
+            return Response(200, self._changelog_page(ctx, route[1], query))
         raise _HttpError(404, "No resource found for this path.")
 
     # ------------------------------------------------------------------ control endpoints
 
-    def _control(self, method: str, path: str, query: dict[str, list[str]]) -> _Response:
-        try:
-            if path == "/_sim/mutate":
-                if method != "POST":
-                    raise _HttpError(405, "Use POST /_sim/mutate?count=N.")
-                count = _int_param(_first(query, "count"), "count", 1)
-                if count < 0:
-                    raise _HttpError(400, "count must not be negative.")
-                return _Response(200, self.mutate(count))
-            if path == "/_sim/stats":
-                with self._lock:
-                    by_path = Counter(r.path for r in self._records)
-                    return _Response(
-                        200,
-                        {
-                            "requests": len(self._records),
-                            "by_path": dict(sorted(by_path.items())),
-                            "issues": len(self._issues),
-                            "control_requests": self._control_count,
-                        },
-                    )
-            raise _HttpError(404, f"Unknown control endpoint {path}.")
-        except _HttpError as error:
-            return error.response()
+    def _error(self, status: int, message: str) -> Response:
+        return _HttpError(status, message).response()
+
+    def _stats(self) -> dict[str, Json]:
+        return {"issues": len(self._issues)}
 
     # ------------------------------------------------------------------ catalogue endpoints
 
@@ -1084,26 +978,15 @@ class JiraSimulator:
 
     def _token(self, kind: str, digest: str, after: tuple[object, ...]) -> str:
         """An opaque, tamper-evident cursor: the sort key of the last row served."""
-        payload = json.dumps([kind, digest, after], separators=(",", ":"))
-        mac = hmac.new(self._secret, payload.encode(), "sha256").hexdigest()[:16]
-        return base64.urlsafe_b64encode(f"{payload}|{mac}".encode()).decode().rstrip("=")
+        return self._signer.sign([kind, digest, after])
 
     def _read_token(self, token: str, kind: str, digest: str) -> tuple[object, ...]:
-        invalid = _HttpError(400, "The provided next page token is invalid or expired.")
-        try:
-            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise invalid from None
-        payload, _, mac = text.rpartition("|")
-        expected = hmac.new(self._secret, payload.encode(), "sha256").hexdigest()[:16]
-        if not payload or not hmac.compare_digest(mac.encode(), expected.encode()):
-            raise invalid
-        token_kind, token_digest, after = json.loads(payload)
-        if token_kind != kind:
-            raise invalid
-        if token_digest != digest:
+        opened = self._signer.open(token)
+        if not isinstance(opened, list) or len(opened) != 3 or opened[0] != kind:
+            raise _HttpError(400, "The provided next page token is invalid or expired.")
+        if opened[1] != digest:
             raise _HttpError(400, "The next page token does not belong to this request.")
-        result = _tuples(after)
+        result = _tuples(opened[2])
         assert isinstance(result, tuple)
         return result
 
@@ -1333,48 +1216,6 @@ def _username(account_id: str | None) -> str | None:
     return _USERNAME_BY_ACCOUNT.get(account_id, account_id)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "JiraSimulator/1.0"
-    timeout = 60
-    disable_nagle_algorithm = True  # headers and body go out in separate writes
-
-    def _serve(self) -> None:
-        server = cast(_Server, self.server)
-        if server.stopping:
-            self.close_connection = True
-            return
-        sim = server.sim
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, out, payload = sim.handle(self.command, self.path, headers, raw)
-        self.send_response(status)
-        for name, value in out.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = _serve
-    do_POST = _serve
-    do_PUT = _serve
-    do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request stderr logging."""
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], sim: JiraSimulator) -> None:
-        self.sim = sim
-        self.stopping = False
-        super().__init__(address, _Handler)
-
-
 # ---------------------------------------------------------------------- CLI
 
 
@@ -1384,56 +1225,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syncd simulate jira",
         description="Serve a deterministic fake Jira on 127.0.0.1 until SIGINT/SIGTERM.",
     )
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free)")
+    add_serving_arguments(parser)
     parser.add_argument("--items", type=int, default=200, help="number of generated issues")
-    parser.add_argument("--seed", type=int, default=1, help="generation seed")
     parser.add_argument("--deployment", choices=("cloud", "datacenter"), default="cloud")
     parser.add_argument("--projects", default="DEMO", help="comma-separated project keys")
     parser.add_argument("--tz", default="Europe/Berlin", help="zone timestamps are rendered in")
-    parser.add_argument(
-        "--anchor",
-        default=None,
-        help="ISO instant the generated histories end before (default: today 00:00Z)",
-    )
     parser.add_argument("--changes-per-item", type=int, default=10)
     parser.add_argument("--embedded-changelog-limit", type=int, default=100)
     parser.add_argument("--no-bulkfetch", action="store_true", help="answer bulkfetch with 404")
     parser.add_argument("--email-env", default=None, help="env var holding the expected email")
-    parser.add_argument("--token-env", default=None, help="env var holding the expected token")
     parser.add_argument("--rate-limit-every", type=int, default=0, help="every Nth request → 429")
     parser.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds on 429")
-    parser.add_argument(
-        "--mutate-every", type=float, default=0.0, help="seconds between mutations (0: never)"
-    )
-    parser.add_argument("--mutate-count", type=int, default=1, help="issues changed per mutation")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator from the command line; returns the exit code (0 after a signal)."""
     args = build_parser().parse_args(argv)
-    secrets: dict[str, str | None] = {"email": None, "token": None}
-    for name, env in (("email", args.email_env), ("token", args.token_env)):
-        if env:
-            value = os.environ.get(env)
-            if not value:
-                print(f"simulator: environment variable {env} is not set", file=sys.stderr)
-                return 2
-            secrets[name] = value
-    anchor = None
-    if args.anchor:
-        anchor = datetime.fromisoformat(args.anchor)
-        if anchor.tzinfo is None:
-            print("simulator: --anchor needs an offset, e.g. 2025-01-01T00:00:00Z", file=sys.stderr)
-            return 2
+    try:
+        email, token = env_secret(args.email_env), env_secret(args.token_env)
+        anchor = parse_anchor(args.anchor)
+    except CliError as error:
+        print(f"simulator: {error}", file=sys.stderr)
+        return 2
     sim = JiraSimulator(
         items=args.items,
         seed=args.seed,
         deployment=args.deployment,
         anchor=anchor,
         tz=args.tz,
-        email=secrets["email"],
-        token=secrets["token"],
+        email=email,
+        token=token,
         bulkfetch=not args.no_bulkfetch,
         embedded_changelog_limit=args.embedded_changelog_limit,
         rate_limit_every=args.rate_limit_every,
@@ -1441,29 +1263,13 @@ def main(argv: list[str] | None = None) -> int:
         changes_per_item=args.changes_per_item,
         projects=[p.strip() for p in args.projects.split(",") if p.strip()],
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous: dict[signal.Signals, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
-        url = sim.start(args.port)
-        print(f"simulator: jira {args.deployment} on {url} ({args.items} issues)", flush=True)
-        interval = args.mutate_every if args.mutate_every > 0 else 0.5
-        while not stop.wait(interval):
-            if args.mutate_every > 0:
-                sim.mutate(args.mutate_count)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return serve_until_signalled(
+        sim,
+        args.port,
+        lambda url: f"simulator: jira {args.deployment} on {url} ({args.items} issues)",
+        args.mutate_every,
+        args.mutate_count,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,412 @@
+"""What every tracker simulator shares: the loopback HTTP server, request records, the
+`/_sim/...` control endpoints, signed page cursors and the command-line serving loop.
+
+A simulator subclasses `Simulator` and implements `_api` (one tracker request → `Response`),
+`_error` (the tracker's error body), `_stats` (its counts for `/_sim/stats`) and `mutate`.
+Everything else (threads, sockets, keep-alive shutdown, JSON encoding, control endpoints,
+signals) lives here once.
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import base64
+import binascii
+import contextlib
+import gc
+import hashlib
+import hmac
+import json
+import os
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType, TracebackType
+from typing import Any, Self, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = [
+    "CliError",
+    "CursorSigner",
+    "RequestRecord",
+    "Response",
+    "Simulator",
+    "add_serving_arguments",
+    "env_secret",
+    "parse_anchor",
+    "serve_until_signalled",
+]
+
+Json = Any
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One API request as served: what was asked and which status it got."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Json
+    status: int
+
+
+@dataclass(slots=True)
+class Response:
+    """A simulator's answer. `raw`, when set, is sent as is instead of `body` as JSON."""
+
+    status: int
+    body: Json
+    headers: dict[str, str] = field(default_factory=dict)
+    raw: bytes | None = None
+
+
+def dump_json(body: Json) -> bytes:
+    """Compact UTF-8 JSON, as the trackers send it."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Defer the cyclic garbage collector while a request is answered.
+
+    A simulator holds hundreds of thousands of long-lived objects; a request that allocates
+    a lot (a GraphQL document, a page of 100 issues) otherwise triggers full collections
+    that scan all of them and add 100 ms to random requests. Reference counting still frees
+    almost everything at once; the deferred cycles are collected after the request.
+    Re-entrant and shared by all threads: the collector is re-enabled when the last pause
+    ends, and only if it was enabled when the first began.
+    """
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+class CursorSigner:
+    """Opaque, tamper-evident page cursors: a JSON payload and a truncated HMAC, base64url."""
+
+    def __init__(self, label: str) -> None:
+        self._secret = hashlib.sha256(label.encode()).digest()
+
+    def _mac(self, payload: str) -> str:
+        return hmac.new(self._secret, payload.encode(), "sha256").hexdigest()[:16]
+
+    def sign(self, value: Json) -> str:
+        """The cursor carrying `value` (anything JSON can hold)."""
+        payload = json.dumps(value, separators=(",", ":"))
+        signed = f"{payload}|{self._mac(payload)}".encode()
+        return base64.urlsafe_b64encode(signed).decode().rstrip("=")
+
+    def open(self, token: str) -> Json | None:
+        """The value a cursor carries, or None when it is garbled or was not signed here."""
+        try:
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return None
+        payload, _, mac = text.rpartition("|")
+        if not payload or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None
+        try:
+            return json.loads(payload)
+        except ValueError:
+            return None
+
+
+class Simulator(abc.ABC):
+    """Lifecycle, request recording and control endpoints of an in-memory tracker.
+
+    Subclasses hold their data under `self._lock` (re-entrant) and append one
+    `RequestRecord` per API request with `_record`; control endpoints (`/_sim/...`) never
+    need auth, are never rate limited and are not recorded.
+    """
+
+    server_name = "Simulator/1.0"
+    content_type = "application/json"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._records: list[RequestRecord] = []
+        self._control_count = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._base = "http://127.0.0.1"
+
+    # ------------------------------------------------------------------ to implement
+
+    @abc.abstractmethod
+    def _api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: Mapping[str, str],
+        raw: bytes,
+    ) -> Response:
+        """Answer one tracker API request (anything outside `/_sim/`)."""
+
+    @abc.abstractmethod
+    def _error(self, status: int, message: str) -> Response:
+        """The tracker's error response carrying `message`."""
+
+    @abc.abstractmethod
+    def _stats(self) -> dict[str, Json]:
+        """Tracker-specific counts merged into `GET /_sim/stats`."""
+
+    @abc.abstractmethod
+    def mutate(self, count: int, at: datetime | None = None) -> Sequence[Any]:
+        """Give `count` items one plausible next change; returns what changed."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, port: int = 0) -> str:
+        """Serve on 127.0.0.1:`port` (0 = any free port) in a daemon thread; return the base URL."""
+        if self._server is not None:
+            return self._base
+        server = _Server(("127.0.0.1", port), self)
+        self._server = server
+        self._base = f"http://127.0.0.1:{server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self._base
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping = True  # kept-alive connections get no further answers
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """The URL the simulator serves on (meaningful after `start`)."""
+        return self._base
+
+    # ------------------------------------------------------------------ observation
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of every API request served (control endpoints excluded)."""
+        with self._lock:
+            return list(self._records)
+
+    def reset_requests(self) -> None:
+        """Forget recorded requests (rate-limit counters keep counting)."""
+        with self._lock:
+            self._records.clear()
+
+    def _record(
+        self, method: str, path: str, query: dict[str, list[str]], body: Json, status: int
+    ) -> None:
+        with self._lock:
+            self._records.append(RequestRecord(method, path, query, body, status))
+
+    # ------------------------------------------------------------------ HTTP entry point
+
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Answer one HTTP request: (status, headers, body). Used by the server thread."""
+        parts = urlsplit(target)
+        path = unquote(parts.path)
+        query = parse_qs(parts.query, keep_blank_values=True)
+        with gc_paused():
+            if path.startswith("/_sim/"):
+                with self._lock:
+                    self._control_count += 1
+                response = self._control(method, path, query)
+            else:
+                response = self._api(method, path, query, headers, body)
+            payload = response.raw if response.raw is not None else dump_json(response.body)
+        out = {"Content-Type": self.content_type, **response.headers}
+        return response.status, out, payload
+
+    def _control(self, method: str, path: str, query: dict[str, list[str]]) -> Response:
+        if path == "/_sim/mutate":
+            if method != "POST":
+                return self._error(405, "Use POST /_sim/mutate?count=N.")
+            raw = (query.get("count") or ["1"])[0] or "1"
+            try:
+                count = int(raw)
+            except ValueError:
+                return self._error(400, f"The value '{raw}' is invalid for the parameter 'count'.")
+            if count < 0:
+                return self._error(400, "count must not be negative.")
+            return Response(200, list(self.mutate(count)))
+        if path == "/_sim/stats":
+            with self._lock:
+                by_path = Counter(r.path for r in self._records)
+                return Response(
+                    200,
+                    {
+                        "requests": len(self._records),
+                        "by_path": dict(sorted(by_path.items())),
+                        **self._stats(),
+                        "control_requests": self._control_count,
+                    },
+                )
+        return self._error(404, f"Unknown control endpoint {path}.")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 60
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
+
+    def version_string(self) -> str:
+        return cast(_Server, self.server).sim.server_name
+
+    def _serve(self) -> None:
+        server = cast(_Server, self.server)
+        if server.stopping:
+            self.close_connection = True
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, out, payload = server.sim.handle(self.command, self.path, headers, raw)
+        self.send_response(status)
+        for name, value in out.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = _serve
+    do_POST = _serve
+    do_PUT = _serve
+    do_PATCH = _serve
+    do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr logging."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
+        self.sim = sim
+        self.stopping = False
+        super().__init__(address, _Handler)
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+class CliError(Exception):
+    """A command-line mistake: printed as `simulator: <message>`, exit code 2."""
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every simulator command has: port, seed, anchor, token, mutations."""
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free)")
+    parser.add_argument("--seed", type=int, default=1, help="generation seed")
+    parser.add_argument(
+        "--anchor",
+        default=None,
+        help="ISO instant the generated histories end before (default: today 00:00Z)",
+    )
+    parser.add_argument("--token-env", default=None, help="env var holding the expected token")
+    parser.add_argument(
+        "--mutate-every", type=float, default=0.0, help="seconds between mutations (0: never)"
+    )
+    parser.add_argument("--mutate-count", type=int, default=1, help="items changed per mutation")
+
+
+def env_secret(env: str | None) -> str | None:
+    """The value of environment variable `env` (None when no variable is named)."""
+    if not env:
+        return None
+    value = os.environ.get(env)
+    if not value:
+        raise CliError(f"environment variable {env} is not set")
+    return value
+
+
+def parse_anchor(text: str | None) -> datetime | None:
+    """The `--anchor` option as an aware datetime (None when not given)."""
+    if not text:
+        return None
+    try:
+        anchor = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--anchor {text!r} is not an ISO 8601 instant") from None
+    if anchor.tzinfo is None:
+        raise CliError("--anchor needs an offset, e.g. 2025-01-01T00:00:00Z")
+    return anchor
+
+
+def serve_until_signalled(
+    sim: Simulator,
+    port: int,
+    describe: Callable[[str], str],
+    mutate_every: float = 0.0,
+    mutate_count: int = 1,
+) -> int:
+    """Serve `sim` until SIGINT/SIGTERM, printing `describe(url)` once listening; returns 0.
+
+    With `mutate_every` > 0, `mutate_count` items change every `mutate_every` seconds.
+    """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        url = sim.start(port)
+        print(describe(url), flush=True)
+        interval = mutate_every if mutate_every > 0 else 0.5
+        while not stop.wait(interval):
+            if mutate_every > 0:
+                sim.mutate(mutate_count)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
