@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
     p = sub.add_parser("simulate", help="run the built-in tracker simulator", add_help=False)
-    p.add_argument("tracker", choices=("jira",))
+    p.add_argument("tracker", choices=("jira", "github"))
     p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -91,9 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure(args.log_level)
     if args.command == "simulate":
-        from syncd.simulator.jira import main as simulate_jira
-
-        return simulate_jira(list(args.rest))
+        if args.tracker == "github":
+            from syncd.simulator.github import main as simulate
+        else:
+            from syncd.simulator.jira import main as simulate
+        return simulate(list(args.rest))
     try:
         config = load_config(args.config)
         handler = {

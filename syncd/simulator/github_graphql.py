@@ -26,6 +26,7 @@ import bisect
 import functools
 import json
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -1050,6 +1051,7 @@ def _points(requests: int) -> int:
 
 
 _PARSED: OrderedDict[str, DocumentNode | list[Json]] = OrderedDict()
+_PARSED_LOCK = threading.Lock()  # shared by every simulator in the process
 _ALL_RULES = tuple(graphql.specified_rules)
 _NO_VARIABLE_RULES = tuple(
     rule
@@ -1065,10 +1067,11 @@ _NO_VARIABLE_RULES = tuple(
 
 def _document(query: str) -> DocumentNode | list[Json]:
     """The parsed, validated document, or the errors to answer with (cached by text)."""
-    cached = _PARSED.get(query)
-    if cached is not None:
-        _PARSED.move_to_end(query)
-        return cached
+    with _PARSED_LOCK:
+        cached = _PARSED.get(query)
+        if cached is not None:
+            _PARSED.move_to_end(query)
+            return cached
     result: DocumentNode | list[Json]
     try:
         document = graphql.parse(query)
@@ -1080,9 +1083,10 @@ def _document(query: str) -> DocumentNode | list[Json]:
         rules = _ALL_RULES if "$" in query else _NO_VARIABLE_RULES
         errors = graphql.validate(schema(), document, rules=rules)
         result = [_format(e) for e in errors] if errors else document
-    _PARSED[query] = result
-    while len(_PARSED) > 128:
-        _PARSED.popitem(last=False)
+    with _PARSED_LOCK:
+        _PARSED[query] = result
+        while len(_PARSED) > 64:
+            _PARSED.popitem(last=False)
     return result
 
 
