@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,37 +25,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import peak_rss_mb, run_sizes, start_simulator  # noqa: E402
 
 
-def start_simulator(items: int) -> tuple[subprocess.Popen[str], str]:
-    env = {**os.environ, "BENCH_EMAIL": "bench@example.com", "BENCH_TOKEN": "bench-token-123"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "syncd.cli",
-            "simulate",
-            "jira",
-            "--port",
-            "0",
-            "--items",
-            str(items),
-            "--seed",
-            "11",
-            "--email-env",
-            "BENCH_EMAIL",
-            "--token-env",
-            "BENCH_TOKEN",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
+def start_jira(items: int) -> tuple[subprocess.Popen[str], str]:
+    return start_simulator(
+        "jira",
+        "--items",
+        str(items),
+        "--seed",
+        "11",
+        "--email-env",
+        "BENCH_EMAIL",
+        "--token-env",
+        "BENCH_TOKEN",
+        env={"BENCH_EMAIL": "bench@example.com", "BENCH_TOKEN": "bench-token-123"},
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    url = line.split(" on ", 1)[1].split(" ", 1)[0]
-    return proc, url
 
 
 def proc_mutate(url: str, count: int) -> int:
@@ -79,7 +65,7 @@ def one(items: int) -> dict[str, float]:
     configure("warning")
     os.environ["BENCH_EMAIL"] = "bench@example.com"
     os.environ["BENCH_TOKEN"] = "bench-token-123"
-    proc, url = start_simulator(items)
+    proc, url = start_jira(items)
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-"))
     try:
         config_path = tmp / "bench.toml"
@@ -108,7 +94,7 @@ jql = "project = DEMO"
             assert first.ok, first.error
             [again] = sync_all(config, warehouse, http)
             assert again.ok, again.error
-        sync_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        sync_rss_mb = peak_rss_mb()
 
         # metrics: a full recompute (all four period kinds), then 1 % of the issues change
         from syncd.metrics.incremental import update_metrics
@@ -197,8 +183,7 @@ def main() -> int:
     parser.add_argument("--sizes", help="comma-separated sizes, each in its own process")
     args = parser.parse_args()
     if args.sizes:
-        for size in args.sizes.split(","):
-            subprocess.run([sys.executable, __file__, "--items", size], check=True)
+        run_sizes(__file__, args.sizes)
         return 0
     result = one(args.items)
     print(json.dumps(result))

@@ -8,11 +8,11 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,36 +85,40 @@ def ts(text: str) -> datetime:
 
 
 @pytest.fixture
-def make_sim() -> Iterator[Callable[..., GitHubSimulator]]:
-    started: list[GitHubSimulator] = []
-
-    def factory(**kwargs: Any) -> GitHubSimulator:
-        kwargs.setdefault("anchor", ANCHOR)
-        kwargs.setdefault("issues", 30)
-        kwargs.setdefault("pulls", 30)
-        kwargs.setdefault("seed", 7)
-        sim = GitHubSimulator(**kwargs)
-        sim.start()
-        started.append(sim)
-        return sim
-
-    yield factory
-    for sim in started:
-        sim.stop()
+def exits() -> Iterator[ExitStack]:
+    """Stops the simulators and closes the clients a test opened."""
+    with ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture
-def http() -> Iterator[Callable[..., httpx.Client]]:
-    clients: list[httpx.Client] = []
+def make_sim(exits: ExitStack) -> Callable[..., GitHubSimulator]:
+    defaults: dict[str, Any] = {"anchor": ANCHOR, "issues": 30, "pulls": 30, "seed": 7}
+    return lambda **kwargs: exits.enter_context(GitHubSimulator(**{**defaults, **kwargs}))
 
-    def factory(sim: GitHubSimulator, **kwargs: Any) -> httpx.Client:
-        client = httpx.Client(base_url=sim.base_url, timeout=10, **kwargs)
-        clients.append(client)
-        return client
 
-    yield factory
-    for client in clients:
-        client.close()
+@pytest.fixture
+def http(exits: ExitStack) -> Callable[[GitHubSimulator], httpx.Client]:
+    return lambda sim: exits.enter_context(httpx.Client(base_url=sim.base_url, timeout=10))
+
+
+def review_scenario(sim: GitHubSimulator, start: datetime) -> tuple[int, list[datetime]]:
+    """A pull request through draft, review requests, changes requested, approval, Projects
+    status and merge, one step an hour from `start`; returns its number and the times."""
+    t = [start + timedelta(hours=h) for h in range(12)]
+    n = sim.add_pull("acme/web", created=t[0], draft=True, labels=["enhancement"])
+    sim.ready_for_review("acme/web", n, t[1])
+    sim.request_review("acme/web", n, "bjorn", t[2])
+    sim.request_review("acme/web", n, "chloe", t[3])
+    sim.remove_review_request("acme/web", n, "chloe", t[4])
+    sim.review("acme/web", n, t[5], "CHANGES_REQUESTED")
+    sim.convert_to_draft("acme/web", n, t[6])
+    sim.ready_for_review("acme/web", n, t[7])
+    sim.review("acme/web", n, t[8], "APPROVED", reviewer="bjorn")
+    sim.project_status("acme/web", n, "In Review", t[9])
+    sim.project_status("acme/web", n, "Done", t[10])
+    sim.merge("acme/web", n, t[11])
+    return n, t
 
 
 def gql(client: httpx.Client, query: str, **variables: Any) -> dict[str, Any]:
@@ -353,7 +357,7 @@ def test_etag_gives_304_that_costs_nothing(
     other = client.get(ISSUES, params={"state": "all"}, headers={"If-None-Match": 'W/"0"'})
     assert other.status_code == 200
     assert int(other.headers["x-ratelimit-remaining"]) == remaining - 1
-    sim.label("acme/web", 60, "documentation", ANCHOR + timedelta(hours=1))
+    sim.label("acme/web", 60, "needs-triage", ANCHOR + timedelta(hours=1))
     changed = client.get(ISSUES, params={"state": "all"}, headers={"If-None-Match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag
 
@@ -726,6 +730,41 @@ def test_graphql_errors_in_github_shape(
     assert not_json.status_code == 400
 
 
+def test_graphql_issue_listing_pages_in_order(
+    make_sim: Callable[..., GitHubSimulator], http: Callable[..., httpx.Client]
+) -> None:
+    sim = make_sim(issues=45, pulls=15)
+    client = http(sim)
+    query = """query($after: String, $since: DateTime) { repository(owner: "acme", name: "web") {
+      issues(first: 20, after: $after, orderBy: {field: UPDATED_AT, direction: ASC},
+             filterBy: {since: $since}) {
+        totalCount pageInfo { hasNextPage endCursor } nodes { number updatedAt } } } }"""
+    rest, _ = walk(client, f"{ISSUES}?state=all&per_page=100")
+    issues = [i for i in rest if "pull_request" not in i]
+    since = sorted(ts(i["updated_at"]) for i in issues)[10]
+    expected = sorted(
+        (ts(i["updated_at"]), i["number"]) for i in issues if ts(i["updated_at"]) >= since
+    )
+    seen: list[tuple[datetime, int]] = []
+    after = None
+    while True:
+        body = gql(client, query, after=after, since=since.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        page = body["data"]["repository"]["issues"]
+        assert page["totalCount"] == len(expected)
+        seen += [(ts(n["updatedAt"]), n["number"]) for n in page["nodes"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == expected
+    last = """{ repository(owner: "acme", name: "web") {
+      pullRequests(last: 3, states: [OPEN, CLOSED, MERGED]) {
+        totalCount pageInfo { hasPreviousPage startCursor } nodes { number } } } }"""
+    tail = gql(client, last)["data"]["repository"]["pullRequests"]
+    pulls = sorted(i["number"] for i in rest if "pull_request" in i)
+    assert tail["totalCount"] == 15 and tail["pageInfo"]["hasPreviousPage"] is True
+    assert [n["number"] for n in tail["nodes"]] == pulls[-3:]
+
+
 def test_graphql_can_be_switched_off(
     make_sim: Callable[..., GitHubSimulator], http: Callable[..., httpx.Client]
 ) -> None:
@@ -787,19 +826,7 @@ def test_pull_request_scenario_in_both_apis(
     make_sim: Callable[..., GitHubSimulator], http: Callable[..., httpx.Client]
 ) -> None:
     sim = make_sim(issues=0, pulls=0)
-    t = [T0 + timedelta(hours=h) for h in range(12)]
-    n = sim.add_pull("acme/web", created=t[0], draft=True, labels=["enhancement"])
-    sim.ready_for_review("acme/web", n, t[1])
-    sim.request_review("acme/web", n, "bjorn", t[2])
-    sim.request_review("acme/web", n, "chloe", t[3])
-    sim.remove_review_request("acme/web", n, "chloe", t[4])
-    sim.review("acme/web", n, t[5], "CHANGES_REQUESTED")
-    sim.convert_to_draft("acme/web", n, t[6])
-    sim.ready_for_review("acme/web", n, t[7])
-    sim.review("acme/web", n, t[8], "APPROVED", reviewer="bjorn")
-    sim.project_status("acme/web", n, "In Review", t[9])
-    sim.project_status("acme/web", n, "Done", t[10])
-    sim.merge("acme/web", n, t[11])
+    n, t = review_scenario(sim, T0)
     expected = [
         ("LabeledEvent", t[0]),
         ("ReadyForReviewEvent", t[1]),
@@ -868,7 +895,7 @@ def test_scenario_rejects_impossible_changes(make_sim: Callable[..., GitHubSimul
     sim.label("acme/web", issue, "bug", T0 + timedelta(hours=1))
     with pytest.raises(ValueError, match="strictly ordered"):
         sim.assign("acme/web", issue, "alice", T0 + timedelta(hours=1))
-    with pytest.raises(ValueError, match="already labeled"):
+    with pytest.raises(ValueError, match="already has label"):
         sim.label("acme/web", issue, "bug", T0 + timedelta(hours=2))
     with pytest.raises(ValueError, match="draft"):
         sim.merge("acme/web", pull, T0 + timedelta(hours=2))
@@ -944,16 +971,8 @@ def test_requests_are_recorded_and_control_endpoints_work(
 # ---------------------------------------------------------------------------- CLI
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_until_signalled(stop_signal: signal.Signals) -> None:
-    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SIM_GH_TOKEN": "cli-token"}
     proc = subprocess.Popen(
         [
@@ -961,7 +980,7 @@ def test_cli_serves_until_signalled(stop_signal: signal.Signals) -> None:
             "-m",
             "syncd.simulator.github",
             "--port",
-            str(port),
+            "0",
             "--repos",
             "acme/web,acme/api",
             "--issues",
@@ -983,9 +1002,12 @@ def test_cli_serves_until_signalled(stop_signal: signal.Signals) -> None:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 30)
         assert ready, "the simulator printed nothing"
-        line = proc.stdout.readline().strip()
-        assert line == f"simulator: github on http://127.0.0.1:{port} (2 repositories, 18 items)"
-        base = f"http://127.0.0.1:{port}"
+        banner = re.fullmatch(
+            r"simulator: github on (http://127\.0\.0\.1:\d+) \(2 repositories, 18 items\)",
+            proc.stdout.readline().strip(),
+        )
+        assert banner is not None
+        base = banner.group(1)
         assert httpx.get(f"{base}/user", timeout=10).status_code == 401
         authed = httpx.get(f"{base}/user", headers={"Authorization": "token cli-token"})
         assert authed.status_code == 200

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from syncd.simulator.github import GitHubSimulator
+from tests.test_simulator_github import review_scenario
 
 pytestmark = pytest.mark.fixtures
 
@@ -129,24 +130,15 @@ def sim() -> Iterator[GitHubSimulator]:
     simulator = GitHubSimulator(
         repos=("acme/web", "acme/api"), issues=40, pulls=40, anchor=ANCHOR, seed=3
     )
-    at = [T0 + timedelta(hours=h) for h in range(20)]
+    at = [T0 + timedelta(hours=h) for h in range(8)]
     issue = simulator.add_issue("acme/web", created=at[0], labels=["bug"], body="It broke.")
-    pull = simulator.add_pull("acme/web", created=at[1], draft=True, body=f"Closes #{issue}")
+    pull, _ = review_scenario(simulator, at[1])
     simulator.assign("acme/web", issue, "alice", at[2])
     simulator.cross_reference("acme/web", issue, "acme/web", pull, at[3], will_close=True)
     simulator.close("acme/web", issue, at[4], reason="not_planned")
     simulator.reopen("acme/web", issue, at[5])
     simulator.unassign("acme/web", issue, "alice", at[6])
     simulator.unlabel("acme/web", issue, "bug", at[7])
-    simulator.ready_for_review("acme/web", pull, at[2])
-    simulator.request_review("acme/web", pull, "bjorn", at[3])
-    simulator.request_review("acme/web", pull, "chloe", at[4])
-    simulator.remove_review_request("acme/web", pull, "chloe", at[5])
-    simulator.review("acme/web", pull, at[6], "CHANGES_REQUESTED")
-    simulator.convert_to_draft("acme/web", pull, at[7])
-    simulator.ready_for_review("acme/web", pull, at[8])
-    simulator.review("acme/web", pull, at[9], "APPROVED", reviewer="bjorn")
-    simulator.merge("acme/web", pull, at[10])
     simulator.start()
     yield simulator
     simulator.stop()

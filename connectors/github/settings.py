@@ -81,7 +81,7 @@ class GitHubSourceConfig(SourceConfig):
     #: timelines through GraphQL (batched); False uses the REST timeline, one item at a time
     graphql: bool = True
     #: items whose timelines share one GraphQL query (GitHub allows 100)
-    batch_size: int = Field(default=50, ge=1, le=100)
+    batch_size: int = Field(default=100, ge=1, le=100)
     per_page: int = Field(default=100, ge=1, le=100)
     #: REST timeline requests in flight at once (the GraphQL path sends one query at a time)
     concurrency: int = Field(default=4, ge=1, le=16)

@@ -24,7 +24,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Self, cast
@@ -39,6 +39,7 @@ __all__ = [
     "add_serving_arguments",
     "env_secret",
     "parse_anchor",
+    "resolve_anchor",
     "serve_until_signalled",
 ]
 
@@ -64,6 +65,15 @@ class Response:
     body: Json
     headers: dict[str, str] = field(default_factory=dict)
     raw: bytes | None = None
+
+
+def resolve_anchor(anchor: datetime | None) -> datetime:
+    """The instant generated histories end before, in UTC: `anchor`, or today 00:00 UTC."""
+    if anchor is None:
+        return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if anchor.tzinfo is None:
+        raise ValueError(f"naive anchor {anchor!r}: the anchor must be timezone-aware")
+    return anchor.astimezone(UTC)
 
 
 def dump_json(body: Json) -> bytes:

@@ -60,6 +60,7 @@ from syncd.simulator.common import (
     dump_json,
     env_secret,
     parse_anchor,
+    resolve_anchor,
     serve_until_signalled,
 )
 from syncd.simulator.github_data import (
@@ -265,12 +266,7 @@ class GitHubSimulator(Simulator):
             raise ValueError("issues and pulls must not be negative")
         if deep_page_limit < 1:
             raise ValueError("deep_page_limit must be at least 1")
-        if anchor is None:
-            now = datetime.now(UTC)
-            anchor = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        if anchor.tzinfo is None:
-            raise ValueError(f"naive anchor {anchor!r}: the anchor must be timezone-aware")
-        self.anchor = anchor.astimezone(UTC)
+        self.anchor = resolve_anchor(anchor)
         self.seed = seed
         self.token = token
         self.graphql = graphql

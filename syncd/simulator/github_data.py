@@ -84,20 +84,18 @@ PULL_ONLY_KINDS = frozenset(
         "PullRequestReview",
     }
 )
+_ADDING = frozenset({"LabeledEvent", "AssignedEvent", "ReviewRequestedEvent"})
 _CLOSING_RE = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+#(\d+)", re.I)
-_VERBS = ("Fix", "Add", "Remove", "Refactor", "Document", "Speed up", "Migrate", "Audit")
-_NOUNS = (
-    "login form",
-    "billing export",
-    "search index",
-    "API rate limiter",
-    "onboarding flow",
-    "audit log",
-    "dashboard widgets",
-    "payment retries",
-    "SSO integration",
-    "report scheduler",
+_TITLES = (
+    "{area}: crash when {thing} is empty",
+    "{area}: support {thing} in the API",
+    "Flaky test around {thing} in {area}",
+    "{area}: {thing} is slow on large repositories",
+    "Document how {thing} works in {area}",
+    "Bump {thing} handling in {area}",
 )
+_AREAS = ("cli", "api", "web", "auth", "sync", "docs", "ci", "storage")
+_THINGS = ("pagination", "webhooks", "rate limits", "label colours", "time zones", "retries")
 
 
 # --------------------------------------------------------------------------- ids and time
@@ -376,29 +374,33 @@ class World:
         if not ok:
             raise ValueError(f"{item.repo.full_name}#{item.number}: {message}")
 
+    def _toggle(self, item: Item, members: list[str], value: str, what: str, event: Event) -> None:
+        """Record `event` adding `value` to (or removing it from) one of the item's sets."""
+        adding = event.kind in _ADDING
+        state = "already has" if adding else "has no"
+        self._need((value in members) != adding, item, f"{state} {what} {value!r}")
+        self._after(item, event.at)
+        self._add(item, event)
+        if adding:
+            members.append(value)
+        else:
+            members.remove(value)
+
     def label(self, item: Item, name: str, at: int, actor: str) -> None:
-        self._need(name not in item.labels, item, f"already labeled {name!r}")
-        self._after(item, at)
-        self._add(item, Event("LabeledEvent", at, actor, label=name))
-        item.labels.append(name)
+        event = Event("LabeledEvent", at, actor, label=name)
+        self._toggle(item, item.labels, name, "label", event)
 
     def unlabel(self, item: Item, name: str, at: int, actor: str) -> None:
-        self._need(name in item.labels, item, f"not labeled {name!r}")
-        self._after(item, at)
-        self._add(item, Event("UnlabeledEvent", at, actor, label=name))
-        item.labels.remove(name)
+        event = Event("UnlabeledEvent", at, actor, label=name)
+        self._toggle(item, item.labels, name, "label", event)
 
     def assign(self, item: Item, login: str, at: int, actor: str) -> None:
-        self._need(login not in item.assignees, item, f"{login} is already assigned")
-        self._after(item, at)
-        self._add(item, Event("AssignedEvent", at, actor, login=login))
-        item.assignees.append(login)
+        event = Event("AssignedEvent", at, actor, login=login)
+        self._toggle(item, item.assignees, login, "assignee", event)
 
     def unassign(self, item: Item, login: str, at: int, actor: str) -> None:
-        self._need(login in item.assignees, item, f"{login} is not assigned")
-        self._after(item, at)
-        self._add(item, Event("UnassignedEvent", at, actor, login=login))
-        item.assignees.remove(login)
+        event = Event("UnassignedEvent", at, actor, login=login)
+        self._toggle(item, item.assignees, login, "assignee", event)
 
     def close(self, item: Item, at: int, reason: str, actor: str) -> None:
         self._need(item.state == "open", item, "is already closed")
@@ -427,17 +429,13 @@ class World:
 
     def request_review(self, item: Item, reviewer: str, at: int, actor: str) -> None:
         self._need_open_pull(item)
-        self._need(reviewer not in item.requested, item, f"review already requested of {reviewer}")
-        self._after(item, at)
-        self._add(item, Event("ReviewRequestedEvent", at, actor, login=reviewer))
-        item.requested.append(reviewer)
+        event = Event("ReviewRequestedEvent", at, actor, login=reviewer)
+        self._toggle(item, item.requested, reviewer, "review request of", event)
 
     def remove_review_request(self, item: Item, reviewer: str, at: int, actor: str) -> None:
         self._need_open_pull(item)
-        self._need(reviewer in item.requested, item, f"no review requested of {reviewer}")
-        self._after(item, at)
-        self._add(item, Event("ReviewRequestRemovedEvent", at, actor, login=reviewer))
-        item.requested.remove(reviewer)
+        event = Event("ReviewRequestRemovedEvent", at, actor, login=reviewer)
+        self._toggle(item, item.requested, reviewer, "review request of", event)
 
     def review(self, item: Item, at: int, state: str, author: str) -> None:
         self._need_open_pull(item)
@@ -665,7 +663,7 @@ def generate(
         number = index + 1
         created = start + int((index + rng.random()) * span / max(total, 1))
         outcome = _outcome(rng)
-        title = f"{rng.choice(_VERBS)} {rng.choice(_NOUNS)}"
+        title = rng.choice(_TITLES).format(area=rng.choice(_AREAS), thing=rng.choice(_THINGS))
         body = ""
         if pull and issue_numbers and rng.random() < 0.3:
             body = f"Closes #{rng.choice(issue_numbers[-50:])}"

@@ -161,40 +161,6 @@ type PageInfo {
   startCursor: String
 }
 
-type User implements Node & Actor & RepositoryOwner {
-  avatarUrl(size: Int): URI!
-  databaseId: Int
-  id: ID!
-  login: String!
-  name: String
-  url: URI!
-}
-
-type Organization implements Node & Actor & RepositoryOwner {
-  avatarUrl(size: Int): URI!
-  databaseId: Int
-  id: ID!
-  login: String!
-  name: String
-  url: URI!
-}
-
-type Bot implements Node & Actor {
-  avatarUrl(size: Int): URI!
-  databaseId: Int
-  id: ID!
-  login: String!
-  url: URI!
-}
-
-type Mannequin implements Node & Actor {
-  avatarUrl(size: Int): URI!
-  databaseId: Int
-  id: ID!
-  login: String!
-  url: URI!
-}
-
 type Team implements Node {
   id: ID!
   name: String!
@@ -465,6 +431,16 @@ enum OrderDirection {
   DESC
 }
 '''.replace("PAGE_ARGS", _PAGE_ARGS).replace("TIMELINE_ARGS", _TIMELINE_ARGS)
+    + "".join(
+        f"type {name} implements {interfaces} {{\n  avatarUrl(size: Int): URI!\n"
+        f"  databaseId: Int\n  id: ID!\n  login: String!\n{extra}  url: URI!\n}}\n\n"
+        for name, interfaces, extra in (
+            ("User", "Node & Actor & RepositoryOwner", "  name: String\n"),
+            ("Organization", "Node & Actor & RepositoryOwner", "  name: String\n"),
+            ("Bot", "Node & Actor", ""),
+            ("Mannequin", "Node & Actor", ""),
+        )
+    )
     + _union("IssueTimelineItems", ISSUE_KINDS)
     + _union("PullRequestTimelineItems", PULL_KINDS)
     + _enum(

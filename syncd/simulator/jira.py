@@ -79,6 +79,7 @@ from syncd.simulator.common import (
     add_serving_arguments,
     env_secret,
     parse_anchor,
+    resolve_anchor,
     serve_until_signalled,
 )
 from syncd.simulator.jira_data import (
@@ -271,14 +272,9 @@ class JiraSimulator(Simulator):
             if not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
                 raise ValueError(f"invalid project key {key!r}")
         super().__init__()
-        if anchor is None:
-            now = datetime.now(UTC)
-            anchor = now.replace(hour=0, minute=0, second=0, microsecond=0)
         self.deployment = deployment
         self.cloud = deployment == "cloud"
-        if anchor.tzinfo is None:
-            raise ValueError(f"naive anchor {anchor!r}: the anchor must be timezone-aware")
-        self.anchor = anchor.astimezone(UTC)
+        self.anchor = resolve_anchor(anchor)
         self.tz = tz
         self.email = email
         self.token = token
