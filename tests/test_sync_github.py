@@ -323,3 +323,65 @@ def test_bad_token_names_the_problem_without_the_token(
     assert code == 1 and "FAIL" in out
     everything = out + capsys.readouterr().err
     assert "ghp_wrong_wrong_wrong_wrong_0" not in everything and TOKEN not in everything
+
+
+def test_org_scope_skips_archived_repositories(tmp_path: Path, warehouse_url: str) -> None:
+    with GitHubSimulator(
+        repos=("acme/web", "acme/api", "acme/old"),
+        archived=("acme/old",),
+        issues=3,
+        pulls=2,
+        seed=8,
+        anchor=T0,
+        token=TOKEN,
+    ) as sim:
+        path = write_config(tmp_path, sim.base_url, warehouse_url, 'orgs = ["acme"]', repos="[]")
+        warehouse = Warehouse(warehouse_url)
+        [result] = run_sync(load_config(path), warehouse)
+        assert result.ok, result.error
+        assert set(result.streams) == {"acme/web", "acme/api"} and result.items == 10
+        keys = {i["key"].split("#")[0] for i in iter_items(warehouse)}
+        assert keys == {"acme/web", "acme/api"}
+
+
+class FakeClock:
+    """One clock for the simulator and syncd: syncd's sleeps move it forward."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += timedelta(seconds=seconds)
+
+
+def test_exhausted_primary_budget_pauses_until_the_reset(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
+    with GitHubSimulator(
+        issues=30,
+        pulls=30,
+        seed=9,
+        anchor=T0,
+        token=TOKEN,
+        rate_limit=3,
+        rate_reset_seconds=120,
+        clock=clock,
+    ) as sim:
+        config = load_config(
+            write_config(tmp_path, sim.base_url, warehouse_url, "per_page = 10\ngraphql = false")
+        )
+        warehouse = Warehouse(warehouse_url)
+        with HttpClient(HttpConfig(backoff_initial=0.01), sleep=clock.sleep, clock=clock) as http:
+            [result] = sync_all(config, warehouse, http, clock=clock)
+        assert result.ok, result.error
+        assert result.items == 60
+        # every wait is the budget's reset, never a blind retry storm
+        assert clock.slept and all(0 < s <= 121 for s in clock.slept)
+        refused = [r for r in sim.requests if r.status in (403, 429)]
+        assert len(refused) <= len(clock.slept)
