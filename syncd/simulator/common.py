@@ -1,7 +1,7 @@
 """What every tracker simulator shares: the loopback HTTP server, request records, the
 `/_sim/...` control endpoints, signed page cursors and the command-line serving loop.
 
-A simulator subclasses `Simulator` and implements `_api` (one tracker request → `Response`),
+A simulator subclasses `Simulator` and implements `_api` (one `ApiRequest` → `Response`),
 `_error` (the tracker's error body), `_stats` (its counts for `/_sim/stats`) and `mutate`.
 Everything else (threads, sockets, keep-alive shutdown, JSON encoding, control endpoints,
 signals) lives here once.
@@ -31,6 +31,7 @@ from typing import Any, Self, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
+    "ApiRequest",
     "CliError",
     "CursorSigner",
     "RequestRecord",
@@ -55,6 +56,20 @@ class RequestRecord:
     query: dict[str, list[str]]
     body: Json
     status: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """One API request as a simulator's `_api` sees it. `body` is the decoded JSON (or, when
+    `body_error`, the start of the undecodable text); `number` counts API requests from 1."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: Mapping[str, str]
+    body: Json
+    body_error: bool
+    number: int
 
 
 @dataclass(slots=True)
@@ -145,9 +160,9 @@ class CursorSigner:
 class Simulator(abc.ABC):
     """Lifecycle, request recording and control endpoints of an in-memory tracker.
 
-    Subclasses hold their data under `self._lock` (re-entrant) and append one
-    `RequestRecord` per API request with `_record`; control endpoints (`/_sim/...`) never
-    need auth, are never rate limited and are not recorded.
+    Subclasses hold their data under `self._lock` (re-entrant); every API request is recorded
+    as a `RequestRecord`; control endpoints (`/_sim/...`) never need auth, are never rate
+    limited and are not recorded.
     """
 
     server_name = "Simulator/1.0"
@@ -156,6 +171,7 @@ class Simulator(abc.ABC):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._records: list[RequestRecord] = []
+        self._api_count = 0
         self._control_count = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -164,15 +180,9 @@ class Simulator(abc.ABC):
     # ------------------------------------------------------------------ to implement
 
     @abc.abstractmethod
-    def _api(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, list[str]],
-        headers: Mapping[str, str],
-        raw: bytes,
-    ) -> Response:
-        """Answer one tracker API request (anything outside `/_sim/`)."""
+    def _api(self, request: ApiRequest) -> Response:
+        """Answer one tracker API request (anything outside `/_sim/`); called under the lock.
+        Exceptions other than the tracker's own errors become a 500 from `_error`."""
 
     @abc.abstractmethod
     def _error(self, status: int, message: str) -> Response:
@@ -243,12 +253,6 @@ class Simulator(abc.ABC):
         with self._lock:
             self._records.clear()
 
-    def _record(
-        self, method: str, path: str, query: dict[str, list[str]], body: Json, status: int
-    ) -> None:
-        with self._lock:
-            self._records.append(RequestRecord(method, path, query, body, status))
-
     # ------------------------------------------------------------------ HTTP entry point
 
     def handle(
@@ -264,10 +268,37 @@ class Simulator(abc.ABC):
                     self._control_count += 1
                 response = self._control(method, path, query)
             else:
-                response = self._api(method, path, query, headers, body)
+                response = self._serve_api(method, path, query, headers, body)
             payload = response.raw if response.raw is not None else dump_json(response.body)
         out = {"Content-Type": self.content_type, **response.headers}
         return response.status, out, payload
+
+    def _serve_api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: Mapping[str, str],
+        raw: bytes,
+    ) -> Response:
+        body: Json = None
+        body_error = False
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body, body_error = raw[:200].decode("utf-8", "replace"), True
+        with self._lock:
+            self._api_count += 1
+            request = ApiRequest(method, path, query, headers, body, body_error, self._api_count)
+            try:
+                response = self._api(request)
+            except Exception as error:  # a simulator bug: answer it rather than drop the socket
+                response = self._error(
+                    500, f"Internal simulator error: {type(error).__name__}: {error}"
+                )
+            self._records.append(RequestRecord(method, path, query, body, response.status))
+            return response
 
     def _control(self, method: str, path: str, query: dict[str, list[str]]) -> Response:
         if path == "/_sim/mutate":

@@ -38,7 +38,6 @@ import bisect
 import email.utils
 import hashlib
 import hmac
-import json
 import math
 import random
 import sys
@@ -51,6 +50,7 @@ from urllib.parse import quote, urlencode
 
 from syncd.simulator import github_graphql
 from syncd.simulator.common import (
+    ApiRequest,
     CliError,
     CursorSigner,
     RequestRecord,
@@ -300,7 +300,6 @@ class GitHubSimulator(Simulator):
         self._mutate_rng = random.Random(f"github-mutate:{seed}")
         self._version = 0
         self._listings: OrderedDict[tuple[object, ...], _Listing] = OrderedDict()
-        self._api_count = 0
         self._users: dict[tuple[str, str], Json] = {}
         if graphql:
             github_graphql.schema()  # built once per process, not on the first request
@@ -521,53 +520,30 @@ class GitHubSimulator(Simulator):
             "events": sum(len(i.events) for i in items),
         }
 
-    def _api(
-        self,
-        method: str,
-        path: str,
-        query: Query,
-        headers: Mapping[str, str],
-        raw: bytes,
-    ) -> Response:
-        body: Json = None
-        body_error = False
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body, body_error = raw[:200].decode("utf-8", "replace"), True
-        graphql_request = path == "/graphql"
-        with self._lock:
-            self._api_count += 1
-            now = _seconds(self._clock())
-            budget = self._points if graphql_request else self._core
-            budget.roll(now)
-            try:
-                self._authenticate(headers)
-                if self.secondary_every > 0 and self._api_count % self.secondary_every == 0:
-                    raise self._secondary_limit()
-                if graphql_request:
-                    response = self._graphql(method, body, body_error, now)
-                else:
-                    response = self._rest(method, path, query, headers)
-            except _GitHubError as error:
-                response = error.response()
-            except Exception as error:  # a simulator bug: answer it rather than drop the socket
-                message = f"Internal simulator error: {type(error).__name__}: {error}"
-                response = _GitHubError(500, message).response()
-            if response.raw is None:
-                response.raw = dump_json(response.body)
-                response.headers.setdefault("ETag", _etag(response.raw))
-            resource = "graphql" if graphql_request else "core"
-            response.headers = {
-                **budget.headers(resource),
-                "x-github-request-id": f"5EED:{self.seed & 0xFFFF:04X}:{self._api_count:08X}",
-                "x-github-media-type": "github.v3; format=json",
-                "x-github-api-version-selected": "2022-11-28",
-                **response.headers,
-            }
-            self._record(method, path, query, body, response.status)
-            return response
+    def _api(self, request: ApiRequest) -> Response:
+        graphql_request = request.path == "/graphql"
+        now = _seconds(self._clock())
+        budget = self._points if graphql_request else self._core
+        budget.roll(now)
+        request_id = f"5EED:{self.seed & 0xFFFF:04X}:{request.number:08X}"
+        try:
+            self._authenticate(request.headers)
+            if self.secondary_every > 0 and request.number % self.secondary_every == 0:
+                raise self._secondary_limit(request_id)
+            response = self._graphql(request, now) if graphql_request else self._rest(request)
+        except _GitHubError as error:
+            response = error.response()
+        if response.raw is None:
+            response.raw = dump_json(response.body)
+            response.headers.setdefault("ETag", _etag(response.raw))
+        response.headers = {
+            **budget.headers("graphql" if graphql_request else "core"),
+            "x-github-request-id": request_id,
+            "x-github-media-type": "github.v3; format=json",
+            "x-github-api-version-selected": "2022-11-28",
+            **response.headers,
+        }
+        return response
 
     def _authenticate(self, headers: Mapping[str, str]) -> None:
         if self.token is None:
@@ -579,30 +555,29 @@ class GitHubSimulator(Simulator):
         if not ok:
             raise _GitHubError(401, "Bad credentials", DOCS)
 
-    def _secondary_limit(self) -> _GitHubError:
+    def _secondary_limit(self, request_id: str) -> _GitHubError:
         headers = {}
         if self.secondary_retry_after is not None:
             headers["retry-after"] = str(self.secondary_retry_after)
         message = (
             "You have exceeded a secondary rate limit. Please wait a few minutes before you "
             "try again. If you reach out to GitHub Support for help, please include the "
-            f"request ID 5EED:{self.seed & 0xFFFF:04X}:{self._api_count:08X}."
+            f"request ID {request_id}."
         )
         doc = f"{DOCS}/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
         return _GitHubError(403, message, doc, headers)
 
-    def _graphql(self, method: str, body: Json, body_error: bool, now: int) -> Response:
-        if not self.graphql:
+    def _graphql(self, request: ApiRequest, now: int) -> Response:
+        if not self.graphql or request.method != "POST":
             raise _not_found("https://docs.github.com/graphql")
-        if method != "POST":
-            raise _not_found("https://docs.github.com/graphql")
-        if body_error:
+        if request.body_error:
             raise _GitHubError(400, "Problems parsing JSON", "https://docs.github.com/graphql")
-        request = github_graphql.GraphQLRequest(self._world, self._base, self._points, now)
-        return Response(200, github_graphql.run(request, body))
+        context = github_graphql.GraphQLRequest(self._world, self._base, self._points, now)
+        return Response(200, github_graphql.run(context, request.body))
 
-    def _rest(self, method: str, path: str, query: Query, headers: Mapping[str, str]) -> Response:
-        if method != "GET":
+    def _rest(self, request: ApiRequest) -> Response:
+        path, query = request.path, request.query
+        if request.method != "GET":
             raise _not_found()
         counted = path != "/rate_limit"
         if counted and self._core.remaining <= 0:
@@ -617,7 +592,8 @@ class GitHubSimulator(Simulator):
             response.raw = dump_json(response.body)
             etag = _etag(response.raw)
             response.headers["ETag"] = etag
-            wanted = {t.strip() for t in headers.get("if-none-match", "").split(",")}
+            conditional = request.headers.get("if-none-match", "")
+            wanted = {t.strip() for t in conditional.split(",")}
             if etag in wanted or "*" in wanted:
                 return Response(304, None, response.headers, raw=b"")
         if counted:

@@ -71,6 +71,7 @@ from typing import Any
 
 from syncd.simulator import jql as jqlmod
 from syncd.simulator.common import (
+    ApiRequest,
     CliError,
     CursorSigner,
     RequestRecord,
@@ -303,7 +304,6 @@ class JiraSimulator(Simulator):
         self._signer = CursorSigner(f"syncd-jira-simulator:{seed}")
         self._search_cache: OrderedDict[tuple[str, int], _Matches] = OrderedDict()
         self._bulk_cache: OrderedDict[tuple[str, int], _Merged] = OrderedDict()
-        self._api_count = 0
         self._user_cache: dict[tuple[str, bool, str], Json] = {}
         self._status_cache: dict[tuple[str, str], Json] = {}
 
@@ -522,42 +522,20 @@ class JiraSimulator(Simulator):
 
     # ------------------------------------------------------------------ HTTP entry point
 
-    def _api(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, list[str]],
-        headers: Mapping[str, str],
-        raw: bytes,
-    ) -> Response:
-        body: Json = None
-        body_error = False
-        if raw:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body, body_error = raw[:200].decode("utf-8", "replace"), True
-        with self._lock:
-            self._api_count += 1
-            number = self._api_count
-            try:
-                if self.rate_limit_every > 0 and number % self.rate_limit_every == 0:
-                    raise _HttpError(
-                        429,
-                        "Rate limit exceeded.",
-                        headers={"Retry-After": str(self.retry_after)},
-                    )
-                self._authenticate(headers)
-                if body_error:
-                    raise _HttpError(400, "Unexpected character in the request body: not JSON.")
-                response = self._route(method, path, query, body)
-            except _HttpError as error:
-                response = error.response()
-            except Exception as error:  # a simulator bug: answer it rather than drop the socket
-                message = f"Internal simulator error: {type(error).__name__}: {error}"
-                response = Response(500, {"errorMessages": [message], "errors": {}})
-            self._record(method, path, query, body, response.status)
-            return response
+    def _api(self, request: ApiRequest) -> Response:
+        try:
+            if self.rate_limit_every > 0 and request.number % self.rate_limit_every == 0:
+                raise _HttpError(
+                    429,
+                    "Rate limit exceeded.",
+                    headers={"Retry-After": str(self.retry_after)},
+                )
+            self._authenticate(request.headers)
+            if request.body_error:
+                raise _HttpError(400, "Unexpected character in the request body: not JSON.")
+            return self._route(request.method, request.path, request.query, request.body)
+        except _HttpError as error:
+            return error.response()
 
     def _authenticate(self, headers: Mapping[str, str]) -> None:
         if self.token is None:
