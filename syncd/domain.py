@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 
 class Stage(StrEnum):
@@ -38,6 +39,22 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r}: syncd keeps every timestamp in aware UTC")
     return value.astimezone(UTC)
+
+
+def parse_timestamp(value: Any, what: str) -> datetime:
+    """A tracker's ISO 8601 timestamp with an offset (`2023-11-03T09:58:19.762+0100`,
+    `2025-03-01T10:00:00Z`) → aware UTC; anything else is a skippable record naming `what`."""
+    from syncd.errors import SkippableRecord
+
+    if not isinstance(value, str):
+        raise SkippableRecord(f"{what}: expected a timestamp, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise SkippableRecord(f"{what}: unreadable timestamp {value!r}") from None
+    if parsed.tzinfo is None:
+        raise SkippableRecord(f"{what}: timestamp without offset {value!r}")
+    return parsed.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from syncd.domain import FlowItem, Link, Stage, Transition
+from syncd.domain import FlowItem, Link, Stage, Transition, parse_timestamp
 from syncd.errors import SkippableRecord
 from syncd.mapping import FlowTypeRules, StageOverrides
 
@@ -73,17 +73,7 @@ _REFERENCE = re.compile(
 )
 
 
-def parse_time(value: Any, what: str) -> datetime:
-    """GitHub's `2025-03-01T10:00:00Z` → aware UTC."""
-    if not isinstance(value, str):
-        raise SkippableRecord(f"{what}: expected a timestamp, got {type(value).__name__}")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SkippableRecord(f"{what}: unreadable timestamp {value!r}") from None
-    if parsed.tzinfo is None:
-        raise SkippableRecord(f"{what}: timestamp without offset {value!r}")
-    return parsed.astimezone(UTC)
+parse_time = parse_timestamp
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from syncd.domain import FlowItem, Link, Stage, Transition
+from syncd.domain import FlowItem, Link, Stage, Transition, parse_timestamp
 from syncd.errors import MalformedPage, SkippableRecord
 from syncd.mapping import FlowTypeRules, StageOverrides
 
@@ -37,17 +37,7 @@ ISSUE_FIELDS = (
 )
 
 
-def parse_time(value: Any, what: str) -> datetime:
-    """Jira's `2023-11-03T09:58:19.762+0100` (any offset) → aware UTC."""
-    if not isinstance(value, str):
-        raise SkippableRecord(f"{what}: expected a timestamp, got {type(value).__name__}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise SkippableRecord(f"{what}: unreadable timestamp {value!r}") from None
-    if parsed.tzinfo is None:
-        raise SkippableRecord(f"{what}: timestamp without offset {value!r}")
-    return parsed.astimezone(UTC)
+parse_time = parse_timestamp
 
 
 @dataclass(frozen=True, slots=True)
