@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from syncd.simulator.github import GitHubSimulator, build_parser, main
+from syncd.simulator.github_data import LABELS
 
 ANCHOR = datetime(2025, 3, 1, tzinfo=UTC)
 T0 = datetime(2024, 6, 3, 9, 0, tzinfo=UTC)
@@ -219,8 +220,9 @@ def test_generated_histories_are_plausible() -> None:
         "ReopenedEvent",
         "ReviewRequestRemovedEvent",
         "ReviewRequestedEvent",
+        "UnassignedEvent",
         "UnlabeledEvent",
-    ]  # every kind but UnassignedEvent, which only scenarios produce
+    ]
     labels = {
         e["label"]
         for r in sim.repos
@@ -229,6 +231,7 @@ def test_generated_histories_are_plausible() -> None:
         if e["type"] == "LabeledEvent"
     }
     assert {"in progress", "blocked", "status: in progress", "waiting", "bug"} <= labels
+    assert labels == set(LABELS)
 
 
 # ---------------------------------------------------------------------------- REST listing

@@ -3,8 +3,8 @@
 
 A simulator subclasses `Simulator` and implements `_api` (one `ApiRequest` → `Response`),
 `_error` (the tracker's error body), `_stats` (its counts for `/_sim/stats`) and `mutate`.
-Everything else (threads, sockets, keep-alive shutdown, JSON encoding, control endpoints,
-signals) lives here once.
+Everything else (threads, sockets, keep-alive shutdown, JSON bodies, request records,
+control endpoints, collector pauses, command-line options and signals) lives here once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import hmac
 import json
 import os
 import signal
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,10 +39,14 @@ __all__ = [
     "Response",
     "Simulator",
     "add_serving_arguments",
+    "dump_json",
     "env_secret",
+    "gc_paused",
     "parse_anchor",
     "resolve_anchor",
+    "run_cli",
     "serve_until_signalled",
+    "serving_options",
 ]
 
 Json = Any
@@ -168,7 +173,18 @@ class Simulator(abc.ABC):
     server_name = "Simulator/1.0"
     content_type = "application/json"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int,
+        anchor: datetime | None,
+        token: str | None,
+        clock: Callable[[], datetime] | None,
+    ) -> None:
+        self.seed = seed
+        self.anchor = resolve_anchor(anchor)
+        self.token = token
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._records: list[RequestRecord] = []
         self._api_count = 0
@@ -394,6 +410,16 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mutate-count", type=int, default=1, help="items changed per mutation")
 
 
+def serving_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The simulator keyword arguments behind `add_serving_arguments`' options: seed, anchor,
+    token (read from the environment variable named by `--token-env`)."""
+    return {
+        "seed": args.seed,
+        "anchor": parse_anchor(args.anchor),
+        "token": env_secret(args.token_env),
+    }
+
+
 def env_secret(env: str | None) -> str | None:
     """The value of environment variable `env` (None when no variable is named)."""
     if not env:
@@ -417,17 +443,30 @@ def parse_anchor(text: str | None) -> datetime | None:
     return anchor
 
 
-def serve_until_signalled(
-    sim: Simulator,
-    port: int,
-    describe: Callable[[str], str],
-    mutate_every: float = 0.0,
-    mutate_count: int = 1,
+def run_cli(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    build: Callable[[argparse.Namespace], tuple[Simulator, Callable[[str], str]]],
 ) -> int:
-    """Serve `sim` until SIGINT/SIGTERM, printing `describe(url)` once listening; returns 0.
+    """A simulator command: parse `argv`, `build` the simulator and the banner from the
+    options, serve until SIGINT/SIGTERM. Returns 0, or 2 (with `simulator: <why>` on stderr)
+    when `build` refuses the options (CliError or ValueError)."""
+    args = parser.parse_args(argv)
+    try:
+        sim, describe = build(args)
+    except (CliError, ValueError) as error:
+        print(f"simulator: {error}", file=sys.stderr)
+        return 2
+    return serve_until_signalled(sim, args, describe)
 
-    With `mutate_every` > 0, `mutate_count` items change every `mutate_every` seconds.
-    """
+
+def serve_until_signalled(
+    sim: Simulator, args: argparse.Namespace, describe: Callable[[str], str]
+) -> int:
+    """Serve `sim` on `args.port` until SIGINT/SIGTERM, printing `describe(url)` once
+    listening; returns 0. With `args.mutate_every` > 0, `args.mutate_count` items change
+    every `args.mutate_every` seconds (the options of `add_serving_arguments`)."""
+    port, mutate_every, mutate_count = args.port, args.mutate_every, args.mutate_count
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

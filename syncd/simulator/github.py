@@ -17,12 +17,15 @@ What a client meets, as on GitHub:
   The cursor is a keyset (sort key of the last item served), so items that do not change
   between pages are never skipped or repeated.
 - `GET /repos/{o}/{r}/issues/{n}/timeline`: REST timeline events (no Projects v2 events,
-  as on GitHub), page-linked.
-- Every response has `x-ratelimit-*` and `x-github-request-id`; every 200 has a weak
-  `ETag`, and `If-None-Match` with it gets 304, which costs nothing. REST requests take one
-  unit from the `core` budget (except `/rate_limit` and 304s); when it is spent: 403 with
-  remaining 0 until the reset instant (read from `clock`). `secondary_every` turns every
-  Nth API request into a secondary-limit 403 (with or without `Retry-After`).
+  as on GitHub), page-linked. Also `GET /repos/{o}/{r}`, `/repos/{o}/{r}/issues/{n}`,
+  `/orgs/{org}/repos`, `/user`, `/rate_limit`.
+- Every response has `x-ratelimit-*` (resource `core`, or `graphql` on /graphql),
+  `x-github-request-id` and a weak `ETag`; `If-None-Match` with the ETag of a 200 gets 304,
+  which costs nothing. Other REST requests (errors too) take one unit of the `core` budget,
+  except `/rate_limit`; when it is spent: 403 with remaining 0 until the reset instant (read
+  from `clock`; the window starts with the first request). `secondary_every` turns every
+  Nth API request (REST or GraphQL) into a secondary-limit 403, with `Retry-After:
+  secondary_retry_after` or, when that is None, without (GitHub then asks for >= 60 s).
 - With `token` set, `Authorization: Bearer <t>` or `token <t>` is required, else 401
   `Bad credentials` (the token is never echoed).
 
@@ -51,29 +54,26 @@ from urllib.parse import quote, urlencode
 from syncd.simulator import github_graphql
 from syncd.simulator.common import (
     ApiRequest,
-    CliError,
     CursorSigner,
     RequestRecord,
     Response,
     Simulator,
     add_serving_arguments,
     dump_json,
-    env_secret,
-    parse_anchor,
-    resolve_anchor,
-    serve_until_signalled,
+    run_cli,
+    serving_options,
 )
 from syncd.simulator.github_data import (
     DAY,
     EVENT_KINDS,
     LABEL_COLORS,
     USERS,
-    WAIT_LABELS,
     Event,
     Item,
     RateBudget,
     Repo,
     World,
+    advance,
     event_node_id,
     generate,
     iso,
@@ -259,21 +259,17 @@ class GitHubSimulator(Simulator):
         secondary_retry_after: int | None = 1,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(seed=seed, anchor=anchor, token=token, clock=clock)
         if not repos:
             raise ValueError("at least one repository is needed")
         if issues < 0 or pulls < 0:
             raise ValueError("issues and pulls must not be negative")
         if deep_page_limit < 1:
             raise ValueError("deep_page_limit must be at least 1")
-        self.anchor = resolve_anchor(anchor)
-        self.seed = seed
-        self.token = token
         self.graphql = graphql
         self.deep_page_limit = deep_page_limit
         self.secondary_every = secondary_every
         self.secondary_retry_after = secondary_retry_after
-        self._clock = clock or (lambda: datetime.now(UTC))
         unknown = sorted(set(archived) - set(repos))
         if unknown:
             raise ValueError(f"archived repositories {unknown} are not in repos")
@@ -501,7 +497,7 @@ class GitHubSimulator(Simulator):
                 chosen += rng.sample(closed_items, min(count - len(chosen), len(closed_items)))
             changed: list[tuple[str, int]] = []
             for item in chosen:
-                _advance(self._world, rng, item, max(seconds, item.last_at + 1))
+                advance(self._world, rng, item, max(seconds, item.last_at + 1))
                 changed.append((item.repo.full_name, item.number))
             self._version += 1
             return changed
@@ -1091,51 +1087,6 @@ def _truth(item: Item, event: Event) -> dict[str, Any]:
     return truth
 
 
-def _advance(world: World, rng: random.Random, item: Item, at: int) -> None:
-    """One plausible next event for `item` at `at` (used by `mutate`)."""
-    actor = rng.choice(USERS)
-    if item.state == "closed":
-        world.reopen(item, at, actor)
-        return
-    waiting = [name for name in item.labels if name in WAIT_LABELS]
-    if item.pull:
-        if item.draft:
-            world.ready_for_review(item, at, item.user)
-        elif item.approved:
-            if rng.random() < 0.8:
-                world.merge(item, at, actor)
-            else:
-                world.close(item, at, "completed", actor)
-        elif item.requested:
-            state = "CHANGES_REQUESTED" if rng.random() < 0.35 else "APPROVED"
-            world.review(item, at, state, item.requested[0])
-        else:
-            reviewer = rng.choice([u for u in USERS if u != item.user])
-            world.request_review(item, reviewer, at, item.user)
-        return
-    if waiting:
-        world.unlabel(item, waiting[0], at, actor)
-    elif not item.assignees:
-        world.assign(item, actor, at, actor)
-    elif not any(name in item.labels for name in ("in progress", "status: in progress")):
-        world.label(item, "in progress", at, actor)
-    else:
-        roll = rng.random()
-        if roll < 0.3:
-            world.close(item, at, "completed", actor)
-        elif roll < 0.4:
-            world.close(item, at, "not_planned", actor)
-        elif roll < 0.55:
-            world.label(item, rng.choice(WAIT_LABELS), at, actor)
-        else:
-            flow = ("Todo", "In Progress", "In Review", "Done")
-            current = flow.index(item.project_status) if item.project_status in flow else -1
-            if current + 1 < len(flow):
-                world.project_status(item, flow[current + 1], at, actor)
-            else:
-                world.close(item, at, "completed", actor)
-
-
 # ---------------------------------------------------------------------- CLI
 
 
@@ -1163,38 +1114,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator from the command line; returns the exit code (0 after a signal)."""
-    args = build_parser().parse_args(argv)
-    try:
-        token = env_secret(args.token_env)
-        anchor = parse_anchor(args.anchor)
-    except CliError as error:
-        print(f"simulator: {error}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), argv, _from_options)
+
+
+def _from_options(args: argparse.Namespace) -> tuple[GitHubSimulator, Callable[[str], str]]:
     repos = [r.strip() for r in args.repos.split(",") if r.strip()]
-    try:
-        sim = GitHubSimulator(
-            repos=repos,
-            issues=args.issues,
-            pulls=args.pulls,
-            seed=args.seed,
-            anchor=anchor,
-            token=token,
-            graphql=not args.no_graphql,
-            deep_page_limit=args.deep_page_limit,
-            rate_limit=args.rate_limit,
-            secondary_every=args.secondary_every,
-        )
-    except ValueError as error:
-        print(f"simulator: {error}", file=sys.stderr)
-        return 2
-    items = len(repos) * (args.issues + args.pulls)
-    return serve_until_signalled(
-        sim,
-        args.port,
-        lambda url: f"simulator: github on {url} ({len(repos)} repositories, {items} items)",
-        args.mutate_every,
-        args.mutate_count,
+    sim = GitHubSimulator(
+        **serving_options(args),
+        repos=repos,
+        issues=args.issues,
+        pulls=args.pulls,
+        graphql=not args.no_graphql,
+        deep_page_limit=args.deep_page_limit,
+        rate_limit=args.rate_limit,
+        secondary_every=args.secondary_every,
     )
+    items = len(repos) * (args.issues + args.pulls)
+    return sim, lambda url: f"simulator: github on {url} ({len(repos)} repositories, {items} items)"
 
 
 if __name__ == "__main__":

@@ -557,6 +557,11 @@ def _issue_script(world: World, rng: random.Random, item: Item, outcome: str, an
         world.project_status(item, "Todo", s.t, _other(rng))
     if rng.random() < 0.9 and s.step(24):
         world.assign(item, worker, s.t, _other(rng))
+        if rng.random() < 0.15 and s.step(30) and s.t + 1 < anchor:  # handed over
+            world.unassign(item, worker, s.t, worker)
+            worker = _other(rng, worker)
+            s.t += 1
+            world.assign(item, worker, s.t, worker)
     if s.step(30):
         world.label(item, progress, s.t, worker)
     if on_project and s.step(1):
@@ -691,6 +696,51 @@ def generate(
             world.cross_reference(target, item, created, False, user, ordered=False)
         if not pull:
             issue_numbers.append(number)
+
+
+def advance(world: World, rng: random.Random, item: Item, at: int) -> None:
+    """Give `item` one plausible next event at `at` (what `mutate` does to each item)."""
+    actor = rng.choice(USERS)
+    if item.state == "closed":
+        world.reopen(item, at, actor)
+        return
+    waiting = [name for name in item.labels if name in WAIT_LABELS]
+    if item.pull:
+        if item.draft:
+            world.ready_for_review(item, at, item.user)
+        elif item.approved:
+            if rng.random() < 0.8:
+                world.merge(item, at, actor)
+            else:
+                world.close(item, at, "completed", actor)
+        elif item.requested:
+            state = "CHANGES_REQUESTED" if rng.random() < 0.35 else "APPROVED"
+            world.review(item, at, state, item.requested[0])
+        else:
+            reviewer = rng.choice([u for u in USERS if u != item.user])
+            world.request_review(item, reviewer, at, item.user)
+        return
+    if waiting:
+        world.unlabel(item, waiting[0], at, actor)
+    elif not item.assignees:
+        world.assign(item, actor, at, actor)
+    elif not any(name in item.labels for name in PROGRESS_LABELS):
+        world.label(item, "in progress", at, actor)
+    else:
+        roll = rng.random()
+        if roll < 0.3:
+            world.close(item, at, "completed", actor)
+        elif roll < 0.4:
+            world.close(item, at, "not_planned", actor)
+        elif roll < 0.55:
+            world.label(item, rng.choice(WAIT_LABELS), at, actor)
+        else:
+            status = item.project_status
+            current = PROJECT_FLOW.index(status) if status in PROJECT_FLOW else -1
+            if current + 1 < len(PROJECT_FLOW):
+                world.project_status(item, PROJECT_FLOW[current + 1], at, actor)
+            else:
+                world.close(item, at, "completed", actor)
 
 
 def renumber_events(items: Iterable[Item], first_id: int) -> int:

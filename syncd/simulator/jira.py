@@ -66,22 +66,20 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from syncd.simulator import jql as jqlmod
 from syncd.simulator.common import (
     ApiRequest,
-    CliError,
     CursorSigner,
     RequestRecord,
     Response,
     Simulator,
     add_serving_arguments,
     env_secret,
-    parse_anchor,
-    resolve_anchor,
-    serve_until_signalled,
+    run_cli,
+    serving_options,
 )
 from syncd.simulator.jira_data import (
     CATEGORIES,
@@ -272,19 +270,15 @@ class JiraSimulator(Simulator):
         for key in projects:
             if not re.fullmatch(r"[A-Z][A-Z0-9_]*", key):
                 raise ValueError(f"invalid project key {key!r}")
-        super().__init__()
+        super().__init__(seed=seed, anchor=anchor, token=token, clock=clock)
         self.deployment = deployment
         self.cloud = deployment == "cloud"
-        self.anchor = resolve_anchor(anchor)
         self.tz = tz
         self.email = email
-        self.token = token
         self.bulkfetch = bulkfetch
         self.embedded_changelog_limit = embedded_changelog_limit
         self.rate_limit_every = rate_limit_every
         self.retry_after = retry_after
-        self.seed = seed
-        self._clock = clock or (lambda: datetime.now(UTC))
         self._render = Renderer(tz)
         self._projects: list[str] = list(dict.fromkeys(projects))
         generated = generate(
@@ -1215,21 +1209,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator from the command line; returns the exit code (0 after a signal)."""
-    args = build_parser().parse_args(argv)
-    try:
-        email, token = env_secret(args.email_env), env_secret(args.token_env)
-        anchor = parse_anchor(args.anchor)
-    except CliError as error:
-        print(f"simulator: {error}", file=sys.stderr)
-        return 2
+    return run_cli(build_parser(), argv, _from_options)
+
+
+def _from_options(args: argparse.Namespace) -> tuple[JiraSimulator, Callable[[str], str]]:
     sim = JiraSimulator(
+        **serving_options(args),
         items=args.items,
-        seed=args.seed,
         deployment=args.deployment,
-        anchor=anchor,
         tz=args.tz,
-        email=email,
-        token=token,
+        email=env_secret(args.email_env),
         bulkfetch=not args.no_bulkfetch,
         embedded_changelog_limit=args.embedded_changelog_limit,
         rate_limit_every=args.rate_limit_every,
@@ -1237,13 +1226,7 @@ def main(argv: list[str] | None = None) -> int:
         changes_per_item=args.changes_per_item,
         projects=[p.strip() for p in args.projects.split(",") if p.strip()],
     )
-    return serve_until_signalled(
-        sim,
-        args.port,
-        lambda url: f"simulator: jira {args.deployment} on {url} ({args.items} issues)",
-        args.mutate_every,
-        args.mutate_count,
-    )
+    return sim, lambda url: f"simulator: jira {args.deployment} on {url} ({args.items} issues)"
 
 
 if __name__ == "__main__":
