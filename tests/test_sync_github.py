@@ -385,3 +385,63 @@ def test_exhausted_primary_budget_pauses_until_the_reset(
         assert clock.slept and all(0 < s <= 121 for s in clock.slept)
         refused = [r for r in sim.requests if r.status in (403, 429)]
         assert len(refused) <= len(clock.slept)
+
+
+def test_github_app_installation_tokens(
+    tmp_path: Path, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    monkeypatch.delenv("GH_TOKEN")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "app.pem").write_bytes(pem)
+    with GitHubSimulator(
+        issues=6,
+        pulls=4,
+        seed=10,
+        anchor=T0,
+        app_id=123,
+        app_public_key=public.decode(),
+        app_installation_id=456,
+    ) as sim:
+        path = tmp_path / "app.toml"
+        path.write_text(
+            f"""
+[warehouse]
+url = "{warehouse_url}"
+[[sources]]
+name = "gh"
+kind = "github"
+url = "{sim.base_url}"
+repos = ["acme/web"]
+app_id = 123
+app_private_key_file = "{tmp_path / "app.pem"}"
+app_installation_id = 456
+""",
+            encoding="utf-8",
+        )
+        code, out = cli(["sync", "-c", str(path)])
+        assert code == 0, out
+        assert "gh: ok — 10 items" in out
+        minted = [r for r in sim.requests if r.path.startswith("/app/installations/")]
+        assert [(r.path, r.status) for r in minted] == [
+            ("/app/installations/456/access_tokens", 201)
+        ]
+        # one token per run, reused for every request of the run (listing + GraphQL)
+        assert len([r for r in sim.requests if not r.path.startswith("/app/")]) == 2
+        code, out = cli(["sync", "-c", str(path)])
+        assert code == 0
+        assert len([r for r in sim.requests if r.path.startswith("/app/")]) == 2
+
+        path.write_text(
+            path.read_text().replace("app_installation_id = 456", "app_installation_id = 999")
+        )
+        code, out = cli(["sync", "-c", str(path)])
+        assert code == 1 and "FAILED" in out

@@ -257,6 +257,9 @@ class GitHubSimulator(Simulator):
         graphql_points: int = 5000,
         secondary_every: int = 0,
         secondary_retry_after: int | None = 1,
+        app_id: int | None = None,
+        app_public_key: str | None = None,
+        app_installation_id: int | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         super().__init__(seed=seed, anchor=anchor, token=token, clock=clock)
@@ -270,6 +273,11 @@ class GitHubSimulator(Simulator):
         self.deep_page_limit = deep_page_limit
         self.secondary_every = secondary_every
         self.secondary_retry_after = secondary_retry_after
+        # GitHub App: RS256 JWTs signed by the app's key buy one-hour installation tokens
+        self.app_id = app_id
+        self.app_public_key = app_public_key
+        self.app_installation_id = app_installation_id
+        self._installation_tokens: dict[str, int] = {}
         unknown = sorted(set(archived) - set(repos))
         if unknown:
             raise ValueError(f"archived repositories {unknown} are not in repos")
@@ -523,7 +531,9 @@ class GitHubSimulator(Simulator):
         budget.roll(now)
         request_id = f"5EED:{self.seed & 0xFFFF:04X}:{request.number:08X}"
         try:
-            self._authenticate(request.headers)
+            if request.path.startswith("/app/installations/"):
+                return self._installation_token(request, now)
+            self._authenticate(request.headers, now)
             if self.secondary_every > 0 and request.number % self.secondary_every == 0:
                 raise self._secondary_limit(request_id)
             response = self._graphql(request, now) if graphql_request else self._rest(request)
@@ -541,15 +551,46 @@ class GitHubSimulator(Simulator):
         }
         return response
 
-    def _authenticate(self, headers: Mapping[str, str]) -> None:
-        if self.token is None:
+    def _authenticate(self, headers: Mapping[str, str], now: int) -> None:
+        if self.token is None and self.app_id is None:
             return
         scheme, _, value = headers.get("authorization", "").strip().partition(" ")
-        ok = scheme.lower() in ("bearer", "token") and hmac.compare_digest(
-            value.strip().encode(), self.token.encode()
+        value = value.strip()
+        ok = scheme.lower() in ("bearer", "token") and (
+            (self.token is not None and hmac.compare_digest(value.encode(), self.token.encode()))
+            or self._installation_tokens.get(value, 0) > now
         )
         if not ok:
             raise _GitHubError(401, "Bad credentials", DOCS)
+
+    def _installation_token(self, request: ApiRequest, now: int) -> Response:
+        """`POST /app/installations/{id}/access_tokens` with the app's JWT → a token that
+        works for an hour, like GitHub's installation access tokens."""
+        import jwt
+
+        parts = request.path.strip("/").split("/")
+        if (request.method != "POST" or len(parts) != 4 or parts[3] != "access_tokens"
+                or self.app_id is None or self.app_public_key is None):
+            raise _not_found()
+        if parts[2] != str(self.app_installation_id):
+            raise _not_found()
+        scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+        try:
+            claims = jwt.decode(value.strip(), self.app_public_key, algorithms=["RS256"],
+                                options={"require": ["iat", "exp", "iss"]})
+        except jwt.PyJWTError as exc:
+            raise _GitHubError(401, f"A JSON web token could not be decoded ({exc})",
+                               DOCS) from None
+        if scheme.lower() != "bearer" or str(claims["iss"]) != str(self.app_id):
+            raise _GitHubError(401, "'Issuer' claim ('iss') must be the app id", DOCS)
+        digest = hashlib.sha256(f"{self.seed}:{len(self._installation_tokens)}".encode())
+        token = "ghs_sim" + digest.hexdigest()[:30]
+        expires = now + 3600
+        self._installation_tokens[token] = expires
+        body = {"token": token, "expires_at": iso(expires),
+                "permissions": {"issues": "read", "pull_requests": "read", "metadata": "read"},
+                "repository_selection": "all"}
+        return Response(201, body)
 
     def _secondary_limit(self, request_id: str) -> _GitHubError:
         headers = {}
