@@ -268,3 +268,68 @@ def test_recorded_devlake_listing_and_events(shared_fixtures: Path) -> None:
     # 11 closes carry no state_reason (older events, PRs): they read as completed
     closes = [e.value for e in events if e.kind == "closed"]
     assert sorted(closes) == ["completed"] * 11 + ["not_planned"]
+
+
+def test_repository_issue_types_classify() -> None:
+    typed = issue(9)
+    typed["type"] = {"id": 1, "name": "Bug"}
+    item = parse_item(typed, [], MAPPING, repo="acme/web", source="gh", value_stream="vs")
+    assert item.flow_type == "defect"
+
+
+def test_permission_403_names_the_repository_and_scopes_and_is_not_retried() -> None:
+    import httpx
+
+    from connectors.github.connector import github_classifier
+    from syncd.config import HttpConfig
+    from syncd.errors import AuthError, RateLimited
+    from syncd.http import HttpClient
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            403,
+            json={"message": "Resource not accessible by personal access token"},
+            headers={
+                "x-oauth-scopes": "read:user",
+                "x-accepted-oauth-scopes": "repo",
+                "x-ratelimit-remaining": "4999",
+            },
+        )
+
+    sleeps: list[float] = []
+    with HttpClient(
+        HttpConfig(), transport=httpx.MockTransport(handler), sleep=sleeps.append
+    ) as http:
+        with pytest.raises(AuthError) as err:
+            http.request(
+                "GET", "https://api.github.com/repos/acme/secret/issues", classify=github_classifier
+            )
+        assert len(seen) == 1 and sleeps == []
+        assert "/repos/acme/secret/issues" in str(err.value)
+        assert "read:user" in str(err.value) and "needed: repo" in str(err.value)
+        assert "Resource not accessible" in str(err.value)
+    secondary = httpx.Response(
+        403,
+        json={"message": "You have exceeded a secondary rate limit."},
+        request=httpx.Request("GET", "https://api.github.com/repos/acme/web/issues"),
+    )
+    error = github_classifier(secondary, datetime(2026, 1, 1, tzinfo=UTC))
+    assert isinstance(error, RateLimited) and error.retry_after == 60  # no Retry-After: 1 min
+
+
+def test_enterprise_server_graphql_url() -> None:
+    from connectors.github.settings import GitHubSourceConfig
+
+    ghes = GitHubSourceConfig(
+        name="g", kind="github", url="https://ghe.example.com/api/v3", repos=["a/b"]
+    )
+    assert ghes.graphql_url == "https://ghe.example.com/api/graphql"
+    dotcom = GitHubSourceConfig(name="g", kind="github", repos=["a/b"])
+    assert dotcom.graphql_url == "https://api.github.com/graphql"
+    with pytest.raises(ValueError, match="repos"):
+        GitHubSourceConfig(name="g", kind="github")
+    with pytest.raises(ValueError, match="owner/name"):
+        GitHubSourceConfig(name="g", kind="github", repos=["just-a-name"])

@@ -92,7 +92,7 @@ def github_classifier(response: httpx.Response, now: datetime) -> ConnectorError
             scopes = (
                 f" (token scopes: {have or 'none'}; needed: {need})" if need is not None else ""
             )
-            return AuthError(f"{where} answered 403: permission denied{scopes}", status=status)
+            return AuthError(f"{error}{scopes}", status=status)
         return error
     if status == 200 and response.url.path.endswith("/graphql"):
         try:
