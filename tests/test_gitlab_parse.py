@@ -1,0 +1,182 @@
+"""GitLab resource events and system notes → transitions, hand-made and on documented shapes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from connectors.gitlab.parse import Change, GitLabMapping, changes_from_events, parse_item
+from connectors.gitlab.settings import (
+    DEFAULT_CANCELED_LABELS,
+    DEFAULT_FLOW_TYPES,
+    DEFAULT_LABEL_STAGES,
+    DEFAULT_STATUS_STAGES,
+)
+from syncd.domain import Stage
+from syncd.mapping import FlowTypeRules, StageOverrides
+
+T0 = datetime(2026, 4, 6, 8, tzinfo=UTC)
+MAPPING = GitLabMapping(
+    label_stages={k.casefold(): v for k, v in DEFAULT_LABEL_STAGES.items()},
+    status_stages=DEFAULT_STATUS_STAGES,
+    canceled_labels=frozenset(label.casefold() for label in DEFAULT_CANCELED_LABELS),
+    overrides=StageOverrides.from_config({}),
+    flow_types=FlowTypeRules.from_config(DEFAULT_FLOW_TYPES),
+)
+
+
+def at(hours: float) -> str:
+    return (T0 + timedelta(hours=hours)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def label(hours: float, name: str, action: str = "add") -> dict[str, Any]:
+    return {
+        "id": 1,
+        "created_at": at(hours),
+        "resource_type": "Issue",
+        "resource_id": 1,
+        "label": {"id": 9, "name": name},
+        "action": action,
+    }
+
+
+def state(hours: float, value: str) -> dict[str, Any]:
+    return {"id": 1, "created_at": at(hours), "resource_type": "Issue", "state": value}
+
+
+def note(hours: float, body: str) -> dict[str, Any]:
+    return {"id": 1, "created_at": at(hours), "system": True, "body": body}
+
+
+def item(
+    *, mr: bool = False, labels: tuple[str, ...] = (), issue_type: str = "issue"
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": 77,
+        "iid": 12,
+        "title": "t",
+        "created_at": at(0),
+        "updated_at": at(200),
+        "labels": list(labels),
+        "issue_type": issue_type,
+    }
+    if mr:
+        out.update(merged_at=None, source_branch="feature", draft=False)
+    return out
+
+
+def moves(changes: list[Change], **kw: Any) -> list[tuple[float, str, Stage]]:
+    flow = parse_item(
+        item(**kw), changes, MAPPING, project="acme/web", source="gl", value_stream="vs"
+    )
+    return [((t.at - T0).total_seconds() / 3600, t.to_state, t.to_stage) for t in flow.transitions]
+
+
+def test_scoped_labels_replace_each_other_pause_reopen_and_cancel() -> None:
+    changes = changes_from_events(
+        [state(50, "closed"), state(60, "reopened"), state(80, "closed")],
+        [
+            label(10, "workflow::in progress"),
+            # a scoped replacement: remove and add at the same instant, in either order
+            label(20, "workflow::blocked"),
+            label(20, "workflow::in progress", "remove"),
+            label(30, "workflow::in progress"),
+            label(30, "workflow::blocked", "remove"),
+            label(70, "duplicate"),
+        ],
+        [],
+        "acme/web#12",
+    )
+    assert moves(changes) == [
+        (0, "opened", Stage.NEW),
+        (10, "workflow::in progress", Stage.ACTIVE),
+        (20, "workflow::blocked", Stage.WAITING),
+        (30, "workflow::in progress", Stage.ACTIVE),
+        (50, "closed", Stage.DONE),
+        (60, "workflow::in progress", Stage.ACTIVE),
+        (80, "closed (duplicate)", Stage.CANCELED),
+    ]
+
+
+def test_work_item_status_notes_win_over_labels() -> None:
+    changes = changes_from_events(
+        [state(40, "closed")],
+        [label(5, "workflow::in progress")],
+        [
+            note(10, "set status to **In progress**"),
+            note(20, "set status to **To do**"),
+            {"id": 2, "created_at": at(25), "system": False, "body": "set status to **Done**"},
+        ],
+        "k",
+    )
+    assert moves(changes) == [
+        (0, "opened", Stage.NEW),
+        (5, "workflow::in progress", Stage.ACTIVE),
+        (10, "status: In progress", Stage.ACTIVE),
+        (20, "status: To do", Stage.NEW),
+        (40, "closed", Stage.DONE),
+    ]
+
+
+def test_merge_request_draft_review_approval_and_merge() -> None:
+    changes = changes_from_events(
+        [state(30, "merged")],
+        [],
+        [
+            note(5, "marked this merge request as **ready**"),
+            note(10, "requested review from @ana"),
+            note(20, "approved this merge request"),
+        ],
+        "acme/web!12",
+    )
+    flow = parse_item(
+        item(mr=True), changes, MAPPING, project="acme/web", source="gl", value_stream="vs"
+    )
+    assert flow.key == "acme/web!12" and flow.kind == "merge_request"
+    assert [(t.to_state, t.to_stage) for t in flow.transitions] == [
+        ("draft", Stage.ACTIVE),
+        ("opened", Stage.ACTIVE),
+        ("in review", Stage.WAITING),
+        ("approved", Stage.WAITING),
+        ("merged", Stage.DONE),
+    ]
+    closed = changes_from_events([state(3, "closed")], [label(1, "workflow::review")], [], "k")
+    assert moves(closed, mr=True) == [
+        (0, "opened", Stage.ACTIVE),
+        (1, "workflow::review", Stage.WAITING),
+        (3, "closed unmerged", Stage.CANCELED),
+    ]
+
+
+def test_flow_types() -> None:
+    assert (
+        parse_item(
+            item(issue_type="incident"), [], MAPPING, project="p", source="s", value_stream="v"
+        ).flow_type
+        == "defect"
+    )
+    assert (
+        parse_item(
+            item(labels=("type::feature",)), [], MAPPING, project="p", source="s", value_stream="v"
+        ).flow_type
+        == "feature"
+    )
+    assert (
+        parse_item(
+            item(labels=("tech debt",)), [], MAPPING, project="p", source="s", value_stream="v"
+        ).flow_type
+        == "debt"
+    )
+
+
+def test_documented_event_shapes(shared_fixtures: Path) -> None:
+    folder = shared_fixtures / "gitlab" / "docs-examples"
+    states = json.loads((folder / "issue_resource_state_events__list.json").read_text())
+    labels = json.loads((folder / "issue_resource_label_events__list.json").read_text())
+    changes = changes_from_events(states, labels, [], "doc")
+    assert [c.kind for c in changes].count("state") == len(states)
+    assert {c.kind for c in changes} >= {"state", "label_add"}
+    assert all(c.at.tzinfo is UTC for c in changes)
+    assert changes == sorted(changes, key=lambda c: c.at)
