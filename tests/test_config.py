@@ -62,7 +62,7 @@ def test_good_config_is_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         (
             ('kind = "jira"', 'kind = "jiraa"'),
             "sources[0].kind",
-            "installed connectors: github, jira",
+            "installed connectors: github, gitlab, jira",
         ),
         (
             ('value_stream = "Checkout"', 'value_strem = "Checkout"'),
@@ -116,7 +116,9 @@ def test_cli_exit_code_2_on_config_error(
     path = write(tmp_path, GOOD.replace('kind = "jira"', 'kind = "trello"'))
     assert main(["sync", "-c", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "trello" in err and "installed connectors: github, jira" in err and str(path) in err
+    assert (
+        "trello" in err and "installed connectors: github, gitlab, jira" in err and str(path) in err
+    )
 
 
 def test_example_configs_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,24 @@ def github(env: dict[str, str]) -> Iterator[Running]:
         )
 
 
-HARNESSES: dict[str, Harness] = {"jira": jira, "github": github}
+@contextmanager
+def gitlab(env: dict[str, str]) -> Iterator[Running]:
+    from syncd.simulator.gitlab import GitLabSimulator
+
+    env.update(CONTRACT_TOKEN=SECRET)
+    with GitLabSimulator(
+        projects=("acme/web",), issues=25, merge_requests=20, seed=13, anchor=ANCHOR, token=SECRET
+    ) as sim:
+        yield Running(
+            source_toml=f'kind = "gitlab"\nurl = "{sim.base_url}"\n'
+            f'token_env = "CONTRACT_TOKEN"\nprojects = ["acme/web"]\n'
+            f"per_page = 10\n",
+            items=45,
+            mutate=lambda n: len(sim.mutate(n)),
+        )
+
+
+HARNESSES: dict[str, Harness] = {"jira": jira, "github": github, "gitlab": gitlab}
 
 
 def _config(tmp_path: Path, running: Running, warehouse_url: str, name: str) -> Config:
