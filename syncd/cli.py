@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
     p = sub.add_parser("simulate", help="run the built-in tracker simulator", add_help=False)
-    p.add_argument("tracker", choices=("jira", "github"))
+    p.add_argument("tracker", choices=("jira", "github", "gitlab"))
     p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         if args.tracker == "github":
             from syncd.simulator.github import main as simulate
+        elif args.tracker == "gitlab":
+            from syncd.simulator.gitlab import main as simulate
         else:
             from syncd.simulator.jira import main as simulate
         return simulate(list(args.rest))

@@ -3,6 +3,7 @@ resource events and notes matching the scenario, links, auth, rate limits, mutat
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -14,7 +15,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+from syncd.simulator import gitlab
 from syncd.simulator.gitlab import GitLabSimulator, build_parser, main
 from syncd.simulator.gitlab_data import CANCEL_LABELS, TYPE_LABELS, WORKFLOW_LABELS, scope_of
+from tests.test_simulator_github import Clock
 
 ANCHOR = datetime(2025, 3, 1, tzinfo=UTC)
 T0 = datetime(2024, 6, 3, 9, 0, tzinfo=UTC)
@@ -33,39 +35,33 @@ WEB = "/api/v4/projects/acme%2Fweb"
 Row = dict[str, Any]
 
 
-class Clock:
-    """An injectable clock the tests move by hand."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def ts(text: str) -> datetime:
     assert TS_RE.match(text), text
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 @pytest.fixture
-def exits() -> Iterator[ExitStack]:
-    """Stops the simulators and closes the clients a test opened."""
-    with ExitStack() as stack:
-        yield stack
-
-
-@pytest.fixture
-def make_sim(exits: ExitStack) -> Callable[..., GitLabSimulator]:
+def make_sim(request: pytest.FixtureRequest) -> Callable[..., GitLabSimulator]:
+    """Started simulators (30 + 30 items of acme/web, seed 7), stopped after the test."""
     defaults: dict[str, Any] = {"anchor": ANCHOR, "issues": 30, "merge_requests": 30, "seed": 7}
-    return lambda **kwargs: exits.enter_context(GitLabSimulator(**{**defaults, **kwargs}))
+
+    def make(**options: Any) -> GitLabSimulator:
+        sim = GitLabSimulator(**{**defaults, **options})
+        request.addfinalizer(sim.stop)
+        sim.start()
+        return sim
+
+    return make
 
 
 @pytest.fixture
-def http(exits: ExitStack) -> Callable[..., httpx.Client]:
+def http(request: pytest.FixtureRequest) -> Callable[..., httpx.Client]:
+    """Clients of a simulator (with extra headers), closed after the test."""
+
     def make(sim: GitLabSimulator, **headers: str) -> httpx.Client:
         client = httpx.Client(base_url=sim.base_url, timeout=10, headers=headers)
-        return exits.enter_context(client)
+        request.addfinalizer(client.close)
+        return client
 
     return make
 
@@ -196,12 +192,11 @@ def test_generated_incidents_reopens_and_scoped_replacements(
 
 
 def test_generation_of_10000_items_is_fast_and_pages_are_quick(
-    http: Callable[..., httpx.Client], exits: ExitStack
+    make_sim: Callable[..., GitLabSimulator], http: Callable[..., httpx.Client]
 ) -> None:
     started = time.perf_counter()
-    sim = GitLabSimulator(issues=5000, merge_requests=5000, anchor=ANCHOR)
+    sim = make_sim(issues=5000, merge_requests=5000, seed=1)
     assert time.perf_counter() - started < 2.0
-    exits.enter_context(sim)
     client = http(sim)
 
     def best(url: str, params: dict[str, Any]) -> float:
@@ -296,6 +291,22 @@ def test_offset_cap_refuses_deep_pages_but_keyset_goes_on(
     assert group.status_code == 200  # no keyset there, so no cap either
     uncapped = make_sim(issues=50, merge_requests=0)
     assert http(uncapped).get(f"{WEB}/issues", params={"page": 3}).status_code == 200
+
+
+def test_large_offset_listings_have_no_total(
+    make_sim: Callable[..., GitLabSimulator],
+    http: Callable[..., httpx.Client],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(gitlab, "COUNTED_ROWS_MAX", 40)  # gitlab.com: 10,000
+    client = http(make_sim(issues=41, merge_requests=40))
+    many = client.get(f"{WEB}/issues", params={"per_page": 10})
+    assert "x-total" not in many.headers and "x-total-pages" not in many.headers
+    assert set(many.links) == {"next", "first"} and many.headers["x-next-page"] == "2"
+    rows, _ = walk(client, f"{WEB}/issues", {"per_page": 10})
+    assert len(rows) == 41
+    fewer = client.get(f"{WEB}/merge_requests", params={"per_page": 10})
+    assert fewer.headers["x-total"] == "40"
 
 
 def test_no_keyset_means_offset_pages(
@@ -574,8 +585,9 @@ def test_scenario_rejects_impossible_changes(make_sim: Callable[..., GitLabSimul
     sim.merge("acme/web", mr, later + timedelta(hours=1))
     with pytest.raises(ValueError, match="merged, not closed"):
         sim.reopen("acme/web", "merge_request", mr, later + timedelta(hours=2))
-    with pytest.raises(ValueError, match="full paths"):
-        GitLabSimulator(projects=("lonely",), issues=0, merge_requests=0)
+    for projects in (("lonely",), ("acme/web", "acme/web/sub"), ("acme/web", "Acme/api")):
+        with pytest.raises(ValueError, match=r"full paths|also a group|clashes"):
+            GitLabSimulator(projects=projects, issues=0, merge_requests=0)
 
 
 # ---------------------------------------------------------------------------- auth, limits
@@ -677,42 +689,53 @@ def test_requests_are_recorded_and_control_endpoints_work(
         ("GET", 404, {}),
     ]
     sim.reset_requests()
-    assert sim.requests == []
-    assert client.get("/_sim/nothing").status_code == 404
-    assert client.get("/_sim/mutate").status_code == 405
+    assert not sim.requests
+    unknown, wrong_method = client.get("/_sim/nothing"), client.get("/_sim/mutate")
+    assert (unknown.status_code, wrong_method.status_code) == (404, 405)
 
 
 # ---------------------------------------------------------------------------- CLI
 
 
+@contextlib.contextmanager
+def serving(*options: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`python -m syncd.simulator.gitlab *options` and the first line it printed (waiting up
+    to 30 s); killed on the way out if still running."""
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "syncd.simulator.gitlab", *options],
+        cwd=REPO_ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        ready = select.select([proc.stdout], [], [], 30)[0]
+        yield proc, proc.stdout.readline().strip() if ready else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=15)
+        proc.stdout.close()
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_until_signalled(stop_signal: signal.Signals) -> None:
     options = "--port 0 --projects acme/web,acme/sub/api --issues 5 --merge-requests 4"
-    command = [sys.executable, "-m", "syncd.simulator.gitlab", *options.split()]
-    command += ["--mutate-every", "0.2", "--token-env", "SIM_GL_TOKEN", "--offset-page-cap", "3"]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "SIM_GL_TOKEN": "cli-token"}
-    with subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            assert select.select([proc.stdout], [], [], 30)[0], "the simulator printed nothing"
-            banner = re.fullmatch(
-                r"simulator: gitlab on (http://127\.0\.0\.1:\d+) \(2 projects, 18 items\)",
-                proc.stdout.readline().strip(),
-            )
-            assert banner is not None
-            base = banner.group(1)
-            assert httpx.get(f"{base}/api/v4/user", timeout=10).status_code == 401
-            authed = httpx.get(f"{base}/api/v4/user", headers={"PRIVATE-TOKEN": "cli-token"})
-            assert authed.status_code == 200
-            stats = httpx.get(f"{base}/_sim/stats", timeout=10).json()
-            assert (stats["projects"], stats["issues"], stats["merge_requests"]) == (2, 10, 8)
-            proc.send_signal(stop_signal)
-            assert proc.wait(timeout=15) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    options += " --mutate-every 0.2 --token-env SIM_GL_TOKEN --offset-page-cap 3"
+    with serving(*options.split(), SIM_GL_TOKEN="cli-token") as (proc, line):
+        pattern = r"simulator: gitlab on (http://127\.0\.0\.1:\d+) \(2 projects, 18 items\)"
+        banner = re.fullmatch(pattern, line)
+        assert banner, f"unexpected banner {line!r}"
+        api = f"{banner.group(1)}/api/v4"
+        assert httpx.get(f"{api}/user", timeout=10).status_code == 401
+        token = {"PRIVATE-TOKEN": "cli-token"}
+        assert httpx.get(f"{api}/user", headers=token, timeout=10).status_code == 200
+        stats = httpx.get(f"{banner.group(1)}/_sim/stats", timeout=10).json()
+        assert (stats["projects"], stats["issues"], stats["merge_requests"]) == (2, 10, 8)
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=15) == 0
 
 
 def test_cli_arguments(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

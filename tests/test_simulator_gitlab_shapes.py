@@ -9,17 +9,16 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from syncd.simulator.gitlab import GitLabSimulator
+from tests.test_simulator_github_shapes import SHARED, need
 
 pytestmark = pytest.mark.fixtures
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 GITLAB = SHARED / "fixtures" / "gitlab"
 ANCHOR = datetime(2025, 3, 1, tzinfo=UTC)
 T0 = datetime(2024, 6, 3, 9, 0, tzinfo=UTC)
@@ -47,12 +46,6 @@ NEEDED_ISSUE_KEYS = {
 }
 NEEDED_MR_KEYS = (NEEDED_ISSUE_KEYS - {"issue_type", "type"}) | {"merged_at", "draft", "reviewers"}
 TIMESTAMP_KEYS = ("created_at", "updated_at", "closed_at", "merged_at")
-
-
-def need(path: Path) -> Path:
-    if not SHARED.exists() or not path.exists():
-        pytest.skip(f"../shared/fixtures not found: {path}")
-    return path
 
 
 def recorded(name: str) -> list[Row]:

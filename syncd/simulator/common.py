@@ -22,17 +22,18 @@ import os
 import signal
 import sys
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
-from typing import Any, Self, cast
+from typing import Any, Generic, Self, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
     "ApiRequest",
+    "BoundedCache",
     "CliError",
     "CursorSigner",
     "RequestRecord",
@@ -130,6 +131,40 @@ def gc_paused() -> Iterator[None]:
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class BoundedCache(Generic[_K, _V]):
+    """A small least-recently-used map for answers derived from the data (sorted listings):
+    keep `size` entries, forget the one used longest ago. Put a data version in the key and
+    stale entries simply age out. Not thread-safe: use it under the simulator's lock."""
+
+    def __init__(self, size: int = 32) -> None:
+        if size < 1:
+            raise ValueError("a cache needs room for at least one entry")
+        self.size = size
+        self._entries: OrderedDict[_K, _V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: _K) -> _V | None:
+        """The value stored under `key` (now the most recently used), or None."""
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: _K, value: _V) -> _V:
+        """Store `value` under `key`, dropping the least recently used beyond `size`."""
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
 
 
 class CursorSigner:

@@ -47,7 +47,6 @@ import hmac
 import math
 import random
 import sys
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +55,7 @@ from urllib.parse import quote, urlencode
 
 from syncd.simulator.common import (
     ApiRequest,
+    BoundedCache,
     CliError,
     CursorSigner,
     RequestRecord,
@@ -171,14 +171,54 @@ def _instant(query: Query, name: str) -> int | None:
     return to_ms(value)
 
 
-def _ms(value: datetime) -> int:
-    return to_ms(value)
+@dataclass(frozen=True, slots=True)
+class _Sorted:
+    """A listing's rows in order and, for each, its keyset key (sort value, id), both
+    negated for descending order so that the keys always ascend."""
+
+    rows: list[Item]
+    keys: list[tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Listing:
-    items: list[Item]
-    keys: list[tuple[int, int]]
+class _Filter:
+    """Which items a listing request selects (hashable: it is part of the cache key)."""
+
+    state: str
+    scope: str
+    updated: tuple[int | None, int | None]  # inclusive bounds, epoch ms
+    created: tuple[int | None, int | None]
+    iids: frozenset[int] | None
+    labels: tuple[str, ...]
+
+    def matches(self, item: Item) -> bool:
+        if self.state != "all" and item.state != self.state:
+            return False
+        if self.scope.startswith("created") and item.author != VIEWER:
+            return False
+        if self.scope.startswith("assigned") and VIEWER not in item.assignees:
+            return False
+        if not (_within(item.updated, self.updated) and _within(item.created, self.created)):
+            return False
+        if self.iids is not None and item.iid not in self.iids:
+            return False
+        return not self.labels or _labels_match(item, self.labels)
+
+
+def _within(value: int, bounds: tuple[int | None, int | None]) -> bool:
+    low, high = bounds
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _labels_match(item: Item, wanted: tuple[str, ...]) -> bool:
+    """GitLab's `labels=a,b`: every one of them (case-insensitive); `None`: no label at
+    all, `Any`: at least one."""
+    have = {name.lower() for name in item.labels}
+    if "None" in wanted:
+        return not have
+    if "Any" in wanted and not have:
+        return False
+    return {name.lower() for name in wanted if name != "Any"} <= have
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +269,7 @@ class GitLabSimulator(Simulator):
         self.offset_page_cap = offset_page_cap
         self.rate_limit_every = rate_limit_every
         self.retry_after = retry_after
-        anchor_ms = _ms(self.anchor)
+        anchor_ms = to_ms(self.anchor)
         self._world = World()
         for path in projects:
             project = self._world.add_project(path, anchor_ms - 500 * DAY_MS)
@@ -247,8 +287,9 @@ class GitLabSimulator(Simulator):
         self._signer = CursorSigner(f"syncd-gitlab-simulator:{seed}")
         self._mutate_rng = random.Random(f"gitlab-mutate:{seed}")
         self._version = 0
-        self._listings: OrderedDict[tuple[object, ...], _Listing] = OrderedDict()
-        self._users: dict[tuple[str, str], Json] = {}
+        self._sorted_cache: BoundedCache[tuple[object, ...], _Sorted] = BoundedCache(32)
+        self._people: dict[str, Json] = {}  # user objects by login, for `_people_base`
+        self._people_base = ""
         self._window = (0, 0)  # (minute, requests observed in it)
 
     # ------------------------------------------------------------------ observation
@@ -336,7 +377,7 @@ class GitLabSimulator(Simulator):
             item = self._world.create(
                 self._world.project(project),
                 kind,
-                created=_ms(created),
+                created=to_ms(created),
                 title=title,
                 author=author,
                 description=description,
@@ -350,23 +391,23 @@ class GitLabSimulator(Simulator):
     def add_label(self, project: str, kind: str, iid: int, name: str, at: datetime) -> None:
         """Add a label (label event `add`). A scoped label `scope::value` replaces the item's
         other label of that scope: `add` then `remove`, both at `at`, as GitLab writes them."""
-        self._change(project, kind, iid, lambda i: self._world.label(i, name, _ms(at), VIEWER))
+        self._change(project, kind, iid, lambda i: self._world.label(i, name, to_ms(at), VIEWER))
 
     def remove_label(self, project: str, kind: str, iid: int, name: str, at: datetime) -> None:
         """Remove a label (label event `remove`)."""
-        self._change(project, kind, iid, lambda i: self._world.unlabel(i, name, _ms(at), VIEWER))
+        self._change(project, kind, iid, lambda i: self._world.unlabel(i, name, to_ms(at), VIEWER))
 
     def close(self, project: str, kind: str, iid: int, at: datetime) -> None:
         """Close (state event `closed`); a merge request is closed unmerged."""
-        self._change(project, kind, iid, lambda i: self._world.close(i, _ms(at), VIEWER))
+        self._change(project, kind, iid, lambda i: self._world.close(i, to_ms(at), VIEWER))
 
     def reopen(self, project: str, kind: str, iid: int, at: datetime) -> None:
         """Reopen (state event `reopened`)."""
-        self._change(project, kind, iid, lambda i: self._world.reopen(i, _ms(at), VIEWER))
+        self._change(project, kind, iid, lambda i: self._world.reopen(i, to_ms(at), VIEWER))
 
     def merge(self, project: str, iid: int, at: datetime) -> None:
         """Merge (state event `merged`; `closed_at` stays null, as on GitLab)."""
-        self._change(project, MERGE_REQUEST, iid, lambda i: self._world.merge(i, _ms(at), VIEWER))
+        self._change(project, MERGE_REQUEST, iid, lambda i: self._world.merge(i, to_ms(at), VIEWER))
 
     def set_draft(self, project: str, iid: int, draft: bool, at: datetime) -> None:
         """Mark a merge request draft or ready (system note)."""
@@ -374,7 +415,7 @@ class GitLabSimulator(Simulator):
             project,
             MERGE_REQUEST,
             iid,
-            lambda i: self._world.set_draft(i, draft, _ms(at), VIEWER),
+            lambda i: self._world.set_draft(i, draft, to_ms(at), VIEWER),
         )
 
     def add_reviewer(self, project: str, iid: int, login: str, at: datetime) -> None:
@@ -383,29 +424,31 @@ class GitLabSimulator(Simulator):
             project,
             MERGE_REQUEST,
             iid,
-            lambda i: self._world.request_review(i, login, _ms(at), VIEWER),
+            lambda i: self._world.request_review(i, login, to_ms(at), VIEWER),
         )
 
     def approve(self, project: str, iid: int, login: str, at: datetime) -> None:
         """Approve as `login` (system note `approved this merge request` by `login`)."""
-        self._change(project, MERGE_REQUEST, iid, lambda i: self._world.approve(i, login, _ms(at)))
+        self._change(
+            project, MERGE_REQUEST, iid, lambda i: self._world.approve(i, login, to_ms(at))
+        )
 
     def set_status(self, project: str, iid: int, status: str, at: datetime) -> None:
         """Set an issue's work item Status (system note `set status to **In progress**`);
         one of To do, In progress, Done, Won't do, Duplicate."""
         self._change(
-            project, ISSUE, iid, lambda i: self._world.set_status(i, status, _ms(at), VIEWER)
+            project, ISSUE, iid, lambda i: self._world.set_status(i, status, to_ms(at), VIEWER)
         )
 
     def assign(self, project: str, kind: str, iid: int, login: str, at: datetime) -> None:
         """Assign `login` (system note `assigned to @login`)."""
-        self._change(project, kind, iid, lambda i: self._world.assign(i, login, _ms(at), VIEWER))
+        self._change(project, kind, iid, lambda i: self._world.assign(i, login, to_ms(at), VIEWER))
 
     def comment(
         self, project: str, kind: str, iid: int, body: str, at: datetime, author: str = VIEWER
     ) -> None:
         """A comment (a note with `system` false)."""
-        self._change(project, kind, iid, lambda i: self._world.comment(i, body, _ms(at), author))
+        self._change(project, kind, iid, lambda i: self._world.comment(i, body, to_ms(at), author))
 
     def link_issues(
         self,
@@ -422,7 +465,7 @@ class GitLabSimulator(Simulator):
         with self._lock:
             source = self._world.item(project, ISSUE, iid)
             target = self._world.item(other_project, ISSUE, other_iid)
-            when = _ms(at) if at is not None else max(source.last_at, target.last_at) + 1
+            when = to_ms(at) if at is not None else max(source.last_change, target.last_change) + 1
             self._world.link(source, target, link_type, when, VIEWER)
             self._version += 1
 
@@ -433,7 +476,7 @@ class GitLabSimulator(Simulator):
         iid) of the items changed, in order."""
         if count < 0:
             raise ValueError(f"count must not be negative, not {count}")
-        when = _ms(at if at is not None else self._clock())
+        when = to_ms(at if at is not None else self._clock())
         with self._lock:
             rng = self._mutate_rng
             movable = [i for i in self._world.items() if i.state != "merged"]
@@ -442,7 +485,7 @@ class GitLabSimulator(Simulator):
             others = [i for i in movable if i.state != "opened"]
             picked.extend(rng.sample(others, min(count - len(picked), len(others))))
             for item in picked:
-                advance(self._world, rng, item, max(when, item.last_at + 1))
+                advance(self._world, rng, item, max(when, item.last_change + 1))
             self._version += 1
             return [(i.project.full_path, i.kind, i.iid) for i in picked]
 
@@ -663,118 +706,85 @@ class GitLabSimulator(Simulator):
         headers["Link"] = ", ".join(f'<{url}>; rel="{rel}"' for url, rel in links)
         return rows[(page - 1) * per_page : page * per_page], headers
 
-    def _listing(
-        self,
-        kind: str,
-        projects: Sequence[Project],
-        state: str,
-        scope: str,
-        order_by: str,
-        sort: str,
-        bounds: tuple[int | None, int | None, int | None, int | None],
-        iids: frozenset[int] | None,
-        labels: tuple[str, ...],
-    ) -> _Listing:
-        """Matching items in listing order with their keyset keys; cached until data changes."""
-        cache_key = (
-            kind,
-            tuple(p.id for p in projects),
-            state,
-            scope,
-            order_by,
-            sort,
-            bounds,
-            iids,
-            labels,
-            self._version,
-        )
-        cached = self._listings.get(cache_key)
+    def _sorted(
+        self, kind: str, projects: Sequence[Project], chosen: _Filter, order_by: str, sort: str
+    ) -> _Sorted:
+        """The matching items in listing order; cached until the data changes."""
+        cache_key = (kind, tuple(p.id for p in projects), chosen, order_by, sort, self._version)
+        cached = self._sorted_cache.get(cache_key)
         if cached is not None:
-            self._listings.move_to_end(cache_key)
             return cached
-        updated_after, updated_before, created_after, created_before = bounds
-        wanted = {name.lower() for name in labels if name not in ("Any", "None")}
         value = _ORDERS[order_by]
         sign = -1 if sort == "desc" else 1
-        rows: list[tuple[tuple[int, int], Item]] = []
-        for project in projects:
-            for item in project.table(kind).values():
-                if state != "all" and item.state != state:
-                    continue
-                if scope.startswith("created") and item.author != VIEWER:
-                    continue
-                if scope.startswith("assigned") and VIEWER not in item.assignees:
-                    continue
-                if (updated_after is not None and item.updated < updated_after) or (
-                    updated_before is not None and item.updated > updated_before
-                ):
-                    continue
-                if (created_after is not None and item.created < created_after) or (
-                    created_before is not None and item.created > created_before
-                ):
-                    continue
-                if iids is not None and item.iid not in iids:
-                    continue
-                if labels:
-                    have = {name.lower() for name in item.labels}
-                    if ("None" in labels and have) or ("Any" in labels and not have):
-                        continue
-                    if not wanted <= have:
-                        continue
-                rows.append(((sign * value(item), sign * item.id), item))
-        rows.sort(key=lambda row: row[0])
-        listing = _Listing([item for _, item in rows], [key for key, _ in rows])
-        self._listings[cache_key] = listing
-        while len(self._listings) > 32:
-            self._listings.popitem(last=False)
-        return listing
+        keyed = sorted(
+            ((sign * value(item), sign * item.id), item)
+            for project in projects
+            for item in project.table(kind).values()
+            if chosen.matches(item)
+        )
+        result = _Sorted([item for _, item in keyed], [key for key, _ in keyed])
+        return self._sorted_cache.put(cache_key, result)
 
     def _list_items(
         self, kind: str, projects: Sequence[Project], query: Query, path: str, keyset: bool
     ) -> Response:
-        state = _one_of(query, "state", _STATES[kind], "all")
-        scope = _one_of(query, "scope", _SCOPES, "all")
-        order_by = _one_of(query, "order_by", tuple(_ORDERS), "created_at")
-        sort = _one_of(query, "sort", ("asc", "desc"), "desc")
-        bounds = (
-            _instant(query, "updated_after"),
-            _instant(query, "updated_before"),
-            _instant(query, "created_after"),
-            _instant(query, "created_before"),
-        )
         raw_iids = query.get("iids[]") or query.get("iids")
         try:
             iids = frozenset(int(v) for v in raw_iids) if raw_iids else None
         except ValueError:
             raise _invalid("iids") from None
         raw_labels = _param(query, "labels") or ""
-        labels = tuple(name.strip() for name in raw_labels.split(",") if name.strip())
-        listing = self._listing(kind, projects, state, scope, order_by, sort, bounds, iids, labels)
+        chosen = _Filter(
+            state=_one_of(query, "state", _STATES[kind], "all"),
+            scope=_one_of(query, "scope", _SCOPES, "all"),
+            updated=(_instant(query, "updated_after"), _instant(query, "updated_before")),
+            created=(_instant(query, "created_after"), _instant(query, "created_before")),
+            iids=iids,
+            labels=tuple(name.strip() for name in raw_labels.split(",") if name.strip()),
+        )
+        order_by = _one_of(query, "order_by", tuple(_ORDERS), "created_at")
+        sort = _one_of(query, "sort", ("asc", "desc"), "desc")
+        ordered = self._sorted(kind, projects, chosen, order_by, sort)
         if keyset and _param(query, "pagination") == "keyset":
-            digest = hashlib.sha256(
-                repr(
-                    (path, state, scope, order_by, sort, bounds, sorted(iids or ()), labels)
-                ).encode()
+            listing_id = repr(
+                (
+                    path,
+                    chosen.state,
+                    chosen.scope,
+                    chosen.updated,
+                    chosen.created,
+                    sorted(iids or ()),
+                    chosen.labels,
+                    order_by,
+                    sort,
+                )
             )
-            rows, headers = self._keyset_page(listing, query, path, digest.hexdigest()[:16])
+            scope = hashlib.sha256(listing_id.encode()).hexdigest()[:16]
+            rows, headers = self._keyset_page(ordered, query, path, scope)
         else:
             page = _number(query, "page", 1)
             if keyset and self.offset_page_cap is not None and page > self.offset_page_cap:
-                per_page = min(_number(query, "per_page", PER_PAGE_DEFAULT), PER_PAGE_MAX)
-                raise _GitLabError(
-                    405,
-                    f"Offset pagination has a maximum allowed offset of "
-                    f"{self.offset_page_cap * per_page} for requests that return objects of "
-                    f"type {'Issue' if kind == ISSUE else 'MergeRequest'}. Remaining records "
-                    "can be retrieved using keyset pagination.",
-                    "error",
-                )
-            rows, headers = self._offset_page(listing.items, query, path, True)
+                raise self._offset_refused(kind, query)
+            rows, headers = self._offset_page(ordered.rows, query, path, True)
         return Response(200, [self._item_json(item) for item in rows], headers)
 
+    def _offset_refused(self, kind: str, query: Query) -> _GitLabError:
+        """gitlab.com's answer to an offset page beyond its limit where keyset works."""
+        per_page = min(_number(query, "per_page", PER_PAGE_DEFAULT), PER_PAGE_MAX)
+        limit = (self.offset_page_cap or 0) * per_page
+        model = "Issue" if kind == ISSUE else "MergeRequest"
+        return _GitLabError(
+            405,
+            f"Offset pagination has a maximum allowed offset of {limit} for requests that "
+            f"return objects of type {model}. Remaining records can be retrieved using keyset "
+            "pagination.",
+            "error",
+        )
+
     def _keyset_page(
-        self, listing: _Listing, query: Query, path: str, scope: str
+        self, ordered: _Sorted, query: Query, path: str, scope: str
     ) -> tuple[Sequence[Item], dict[str, str]]:
+        """A page after the cursor's key; `scope` ties cursors to the listing they came from."""
         per_page = min(_number(query, "per_page", PER_PAGE_DEFAULT), PER_PAGE_MAX)
         start = 0
         cursor = _param(query, "cursor")
@@ -782,18 +792,19 @@ class GitLabSimulator(Simulator):
             opened = self._signer.open(cursor)
             if not (isinstance(opened, list) and len(opened) == 3 and opened[0] == scope):
                 raise _invalid("cursor")
-            start = bisect.bisect_right(listing.keys, (opened[1], opened[2]))
-        rows = listing.items[start : start + per_page]
+            start = bisect.bisect_right(ordered.keys, (opened[1], opened[2]))
+        rows = ordered.rows[start : start + per_page]
         headers: dict[str, str] = {}
         end = start + len(rows)
-        if rows and end < len(listing.items):
-            token = self._signer.sign([scope, *listing.keys[end - 1]])
+        if rows and end < len(ordered.rows):
+            token = self._signer.sign([scope, *ordered.keys[end - 1]])
             url = self._url(path, query, page=None, cursor=token)
             headers["Link"] = f'<{url}>; rel="next"'
         return rows, headers
 
     def _notes(self, item: Item, query: Query, path: str) -> Response:
-        order_by = _one_of(query, "order_by", ("created_at", "updated_at"), "created_at")
+        # notes are never edited, so ordering by updated_at is ordering by created_at
+        _one_of(query, "order_by", ("created_at", "updated_at"), "created_at")
         sort = _one_of(query, "sort", ("asc", "desc"), "desc")
         activity = _one_of(
             query, "activity_filter", ("all_notes", "only_comments", "only_activity"), "all_notes"
@@ -805,7 +816,6 @@ class GitLabSimulator(Simulator):
             and (activity == "all_notes" or e.system == (activity == "only_activity"))
         ]
         notes.sort(key=lambda e: (e.at, e.id), reverse=sort == "desc")
-        del order_by  # notes are never edited: updated_at is created_at
         page, headers = self._offset_page(notes, query, path, True)
         return Response(200, [self._note_json(item, e) for e in page], headers)
 
@@ -835,10 +845,13 @@ class GitLabSimulator(Simulator):
     # ------------------------------------------------------------------ rendering
 
     def _user_json(self, login: str) -> Json:
-        cached = self._users.get((self._base, login))
-        if cached is None:
+        """GitLab's UserBasic of `login`; built once per login (and base URL)."""
+        if self._people_base != self._base:
+            self._people, self._people_base = {}, self._base
+        person = self._people.get(login)
+        if person is None:
             number = user_id(login)
-            cached = {
+            person = self._people[login] = {
                 "id": number,
                 "username": login,
                 "name": user_name(login),
@@ -846,11 +859,10 @@ class GitLabSimulator(Simulator):
                 "avatar_url": f"{self._base}/uploads/-/system/user/avatar/{number}/avatar.png",
                 "web_url": f"{self._base}/{login}",
             }
-            self._users[(self._base, login)] = cached
-        return cached
+        return person
 
     def _viewer_json(self) -> Json:
-        created = iso_ms(_ms(self.anchor) - 3000 * DAY_MS)
+        created = iso_ms(to_ms(self.anchor) - 3000 * DAY_MS)
         return {
             **self._user_json(VIEWER),
             "locked": False,
@@ -866,7 +878,7 @@ class GitLabSimulator(Simulator):
             "bot": False,
             "last_sign_in_at": created,
             "confirmed_at": created,
-            "last_activity_on": iso_ms(_ms(self.anchor))[:10],
+            "last_activity_on": iso_ms(to_ms(self.anchor))[:10],
             "email": f"{VIEWER}@example.com",
             "projects_limit": 100000,
             "can_create_group": True,
@@ -1191,7 +1203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the simulator from the command line; returns the exit code (0 after a signal)."""
+    """`syncd simulate gitlab`: serve until SIGINT/SIGTERM, then return 0 (2 for bad options)."""
     return run_cli(build_parser(), argv, _from_options)
 
 

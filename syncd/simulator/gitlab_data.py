@@ -20,6 +20,7 @@ Each of the three tables (state events, label events, notes) numbers its rows on
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import random
 import time
@@ -147,6 +148,10 @@ def iso_ms(ms: int) -> str:
 # --------------------------------------------------------------------------- model
 
 
+def _when(event: Event) -> int:
+    return event.at
+
+
 @dataclass(slots=True, eq=False)
 class Event:
     """One row of a history table (`kind`: state | label | note)."""
@@ -154,12 +159,12 @@ class Event:
     kind: str
     at: int
     actor: str
-    id: int = 0
     state: str | None = None  # state events: closed | reopened | merged | locked
     label: str | None = None  # label events
     action: str | None = None  # label events: add | remove
     body: str = ""  # notes
     system: bool = False  # notes
+    id: int = 0  # numbered by its table
 
 
 @dataclass(slots=True, eq=False)
@@ -277,7 +282,7 @@ class Item:
         return f"{'#' if self.kind == ISSUE else '!'}{self.iid}"
 
     @property
-    def last_at(self) -> int:
+    def last_change(self) -> int:
         return self.events[-1].at if self.events else self.created
 
     @property
@@ -311,11 +316,15 @@ class World:
         parts = full_path.split("/")
         if len(parts) < 2 or not all(parts):
             raise ValueError(f"projects are full paths like group/project, not {full_path!r}")
-        if full_path.lower() in (p.lower() for p in self.projects):
-            raise ValueError(f"project {full_path} listed twice")
+        projects = {path.lower() for path in self.projects}
+        groups = {path.lower(): path for path in self.groups}
+        if full_path.lower() in projects or full_path.lower() in groups:
+            raise ValueError(f"project {full_path} listed twice or also a group")
         parent: Group | None = None
         for depth in range(1, len(parts)):
             path = "/".join(parts[:depth])
+            if path.lower() in projects or groups.get(path.lower(), path) != path:
+                raise ValueError(f"group {path} of {full_path} clashes with {path.lower()!r}")
             group = self.groups.get(path)
             if group is None:
                 group = Group(9_000_001 + len(self.groups), path, parent, created)
@@ -370,7 +379,7 @@ class World:
             raise ValueError("only merge requests can be drafts")
         if draft and not title.startswith(DRAFT_PREFIX):
             title = DRAFT_PREFIX + title
-        iid = max(table, default=0) + 1
+        iid = len(table) + 1  # items are never deleted
         item = Item(
             project,
             kind,
@@ -398,13 +407,8 @@ class World:
         """Number `event` in its table and put it in the history after every row not later."""
         event.id = self.next_ids[event.kind]
         self.next_ids[event.kind] += 1
-        events = item.events
-        position = len(events)
-        while position and events[position - 1].at > event.at:
-            position -= 1
-        events.insert(position, event)
-        if event.at > item.updated:
-            item.updated = event.at
+        bisect.insort_right(item.events, event, key=_when)
+        item.updated = max(item.updated, event.at)
 
     @staticmethod
     def _need(ok: bool, item: Item, message: str) -> None:
@@ -412,12 +416,11 @@ class World:
             raise ValueError(f"{item.name()}: {message}")
 
     def _after(self, item: Item, at: int) -> None:
-        self._need(
-            at > item.last_at,
-            item,
-            f"a change at {iso_ms(at)} is not after the item's last change "
-            f"({iso_ms(item.last_at)}); histories must be strictly ordered",
-        )
+        if at <= item.last_change:
+            raise ValueError(
+                f"{item.name()}: a change at {iso_ms(at)} is not after the item's last change "
+                f"({iso_ms(item.last_change)}); histories must be strictly ordered"
+            )
 
     def _note(self, item: Item, at: int, actor: str, body: str) -> None:
         self._add(item, Event(NOTE, at, actor, body=body, system=True))
@@ -656,6 +659,8 @@ def _mr_story(world: World, rng: random.Random, item: Item, fate: str, end: int)
     for _ in range(rng.choice((0, 1, 1, 2))):
         if c.tick(20):
             world.comment(item, rng.choice(COMMENTS), c.now, reviewer)
+        if rng.random() < 0.6 and c.tick(6):  # the author answers
+            world.comment(item, rng.choice(COMMENTS), c.now, author)
         if rng.random() < 0.2 and c.tick(4):
             world.set_draft(item, True, c.now, author)
             if c.tick(30):
@@ -666,6 +671,9 @@ def _mr_story(world: World, rng: random.Random, item: Item, fate: str, end: int)
         return
     if c.tick(20):
         world.approve(item, reviewer, c.now)
+    for other in item.reviewers:
+        if other not in item.approved_by and rng.random() < 0.7 and c.tick(8):
+            world.approve(item, other, c.now)
     if ends and not item.draft and c.tick(6):
         world.merge(item, c.now, rng.choice((author, reviewer)))
 
@@ -678,7 +686,7 @@ def generate(
     merge_requests: int,
     seed: int,
     anchor: int,
-    span_days: int = 365,
+    days: int = 365,
 ) -> None:
     """Fill `project` with issues and merge requests, deterministic in (project path,
     counts, seed, anchor). Every change is strictly before `anchor`.
@@ -691,7 +699,7 @@ def generate(
     kinds = [ISSUE] * issues + [MERGE_REQUEST] * merge_requests
     rng.shuffle(kinds)
     total = max(len(kinds), 1)
-    span = span_days * DAY_MS
+    span = days * DAY_MS
     start = anchor - span
     earlier: list[Item] = []
     for index, kind in enumerate(kinds):
