@@ -569,27 +569,40 @@ class GitHubSimulator(Simulator):
         import jwt
 
         parts = request.path.strip("/").split("/")
-        if (request.method != "POST" or len(parts) != 4 or parts[3] != "access_tokens"
-                or self.app_id is None or self.app_public_key is None):
+        if (
+            request.method != "POST"
+            or len(parts) != 4
+            or parts[3] != "access_tokens"
+            or self.app_id is None
+            or self.app_public_key is None
+        ):
             raise _not_found()
         if parts[2] != str(self.app_installation_id):
             raise _not_found()
         scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
         try:
-            claims = jwt.decode(value.strip(), self.app_public_key, algorithms=["RS256"],
-                                options={"require": ["iat", "exp", "iss"]})
+            claims = jwt.decode(
+                value.strip(),
+                self.app_public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+            )
         except jwt.PyJWTError as exc:
-            raise _GitHubError(401, f"A JSON web token could not be decoded ({exc})",
-                               DOCS) from None
+            raise _GitHubError(
+                401, f"A JSON web token could not be decoded ({exc})", DOCS
+            ) from None
         if scheme.lower() != "bearer" or str(claims["iss"]) != str(self.app_id):
             raise _GitHubError(401, "'Issuer' claim ('iss') must be the app id", DOCS)
         digest = hashlib.sha256(f"{self.seed}:{len(self._installation_tokens)}".encode())
         token = "ghs_sim" + digest.hexdigest()[:30]
         expires = now + 3600
         self._installation_tokens[token] = expires
-        body = {"token": token, "expires_at": iso(expires),
-                "permissions": {"issues": "read", "pull_requests": "read", "metadata": "read"},
-                "repository_selection": "all"}
+        body = {
+            "token": token,
+            "expires_at": iso(expires),
+            "permissions": {"issues": "read", "pull_requests": "read", "metadata": "read"},
+            "repository_selection": "all",
+        }
         return Response(201, body)
 
     def _secondary_limit(self, request_id: str) -> _GitHubError:
