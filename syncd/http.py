@@ -250,6 +250,13 @@ class HttpClient:
             return max(exc.retry_after, 0.0) + min(backoff, 1.0) * 0.1  # a little jitter
         return float(backoff)
 
+    def _stop(self, state: RetryCallState) -> bool:
+        """Errors get `max_attempts`; rate limits, which are the tracker asking to slow down
+        rather than failing, get four times as many (each wait is the one the tracker asks)."""
+        exc = state.outcome.exception() if state.outcome else None
+        limit = self.config.max_attempts * (4 if isinstance(exc, RateLimited) else 1)
+        return bool(stop_after_attempt(limit)(state))
+
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
@@ -277,7 +284,7 @@ class HttpClient:
         the classified error."""
         classifier = classify or default_classifier
         retrying = Retrying(
-            stop=stop_after_attempt(self.config.max_attempts),
+            stop=self._stop,
             wait=self._wait,
             retry=retry_if_exception_type(RetryableError),
             sleep=self._sleep,

@@ -178,3 +178,17 @@ def test_user_agent_and_pooled_client() -> None:
         http.request("GET", URL)
         http.request("GET", URL)
     assert seen[0].headers["user-agent"].startswith("syncd/")
+
+
+def test_rate_limits_get_a_larger_retry_budget_than_errors() -> None:
+    limited, seen = sequence(
+        *[httpx.Response(429, headers={"Retry-After": "1"})] * 10,
+        httpx.Response(200, json={"ok": 1}),
+    )
+    with client(limited, [], max_attempts=3) as http:
+        assert http.json("GET", URL) == {"ok": 1}  # 10 rate limits survived with 3 attempts
+    assert len(seen) == 11
+    storm, seen = sequence(httpx.Response(429, headers={"Retry-After": "1"}))
+    with client(storm, [], max_attempts=3) as http, pytest.raises(RateLimited):
+        http.request("GET", URL)
+    assert len(seen) == 12  # 4 x max_attempts, then the rate limit is reported
