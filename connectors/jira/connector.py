@@ -28,9 +28,9 @@ from connectors.jira.parse import (
     JiraMapping,
     StatusCatalogue,
     parse_issue,
-    parse_time,
 )
 from connectors.jira.settings import JiraSourceConfig
+from syncd import records
 from syncd.config import SourceConfig
 from syncd.contract import CheckResult, Cursor, Page, RawPage, RunContext
 from syncd.domain import FlowItem
@@ -39,7 +39,6 @@ from syncd.errors import (
     ConfigError,
     MalformedPage,
     NotFound,
-    SkippableRecord,
     SyncdError,
 )
 from syncd.http import HttpClient, decode_json
@@ -268,61 +267,20 @@ class JiraConnector:
         histories: Mapping[str, list[Mapping[str, Any]]],
         mapping: JiraMapping,
     ) -> tuple[list[FlowItem], int]:
-        items: list[FlowItem] = []
-        skipped = 0
-        for issue in issues:
-            try:
-                items.append(
-                    parse_issue(
-                        issue,
-                        histories.get(str(issue.get("id")), ()),
-                        mapping,
-                        source=self.config.name,
-                        value_stream=self.config.stream_value,
-                    )
-                )
-            except SkippableRecord as exc:
-                skipped += 1
-                log.error(
-                    "jira.record_skipped",
-                    source=self.config.name,
-                    key=issue.get("key") or exc.key,
-                    error=str(exc),
-                )
-        return items, skipped
-
-    @staticmethod
-    def _changed(issues: Sequence[Mapping[str, Any]], run: RunContext) -> list[Mapping[str, Any]]:
-        """Issues not already stored with the same `updated` (lookback repeats, dedupe)."""
-        known = run.known_updated([str(i.get("id")) for i in issues])
-        out: list[Mapping[str, Any]] = []
-        seen: set[str] = set()
-        for issue in issues:
-            issue_id = str(issue.get("id"))
-            if issue_id in seen:
-                continue
-            seen.add(issue_id)
-            try:
-                updated = parse_time((issue.get("fields") or {}).get("updated"), "updated")
-            except SkippableRecord:
-                out.append(issue)  # let the parser name the problem
-                continue
-            if known.get(issue_id) != updated:
-                out.append(issue)
-        return out
-
-    @staticmethod
-    def _max_updated(
-        issues: Sequence[Mapping[str, Any]], current: datetime | None
-    ) -> datetime | None:
-        for issue in issues:
-            try:
-                updated = parse_time((issue.get("fields") or {}).get("updated"), "updated")
-            except SkippableRecord:
-                continue
-            if current is None or updated > current:
-                current = updated
-        return current
+        return records.parse_all(
+            issues,
+            lambda issue: parse_issue(
+                issue,
+                histories.get(str(issue.get("id")), ()),
+                mapping,
+                source=self.config.name,
+                value_stream=self.config.stream_value,
+            ),
+            event="jira.record_skipped",
+            source=self.config.name,
+            stream=STREAM,
+            key_of=lambda issue: str(issue.get("key") or ""),
+        )
 
     # -- Cloud ---------------------------------------------------------------------------
 
@@ -370,8 +328,8 @@ class JiraConnector:
                 batch.extend(page["issues"])
                 token = page.get("nextPageToken")
                 is_last = bool(page.get("isLast", not token)) or not token
-            seen = self._max_updated(batch, seen)
-            changed = self._changed(batch, run)
+            seen = records.newest(batch, seen, _jira_updated)
+            changed = records.changed(batch, run, _jira_updated)
             histories = self._cloud_histories([str(i["id"]) for i in changed if "id" in i], raws)
             items, skipped = self._parse(changed, histories, mapping)
             resume = None if is_last else {"token": token, "bound_ms": bound_ms}
@@ -472,8 +430,8 @@ class JiraConnector:
             if not isinstance(page, Mapping) or not isinstance(page.get("issues"), list):
                 raise MalformedPage("search: expected an object with an 'issues' array")
             issues: list[Mapping[str, Any]] = page["issues"]
-            seen = self._max_updated(issues, seen)
-            changed = self._changed(issues, run)
+            seen = records.newest(issues, seen, _jira_updated)
+            changed = records.changed(issues, run, _jira_updated)
             histories = {
                 str(issue.get("id")): self._embedded_or_full(issue, raws) for issue in changed
             }
@@ -549,6 +507,10 @@ class JiraConnector:
         if status:
             return f"{self.base} answered HTTP {status}: {text}"
         return f"cannot reach {self.base}: {type(exc).__name__}: {text}"
+
+
+def _jira_updated(issue: Mapping[str, Any]) -> Any:
+    return (issue.get("fields") or {}).get("updated")
 
 
 def _unique_histories(histories: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
