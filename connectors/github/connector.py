@@ -34,9 +34,9 @@ from connectors.github.parse import (
     events_from_graphql,
     events_from_rest,
     parse_item,
-    parse_time,
 )
 from connectors.github.settings import GitHubSourceConfig
+from syncd import records
 from syncd.config import SourceConfig
 from syncd.contract import CheckResult, Cursor, Page, RawPage, RunContext
 from syncd.domain import FlowItem
@@ -378,13 +378,8 @@ class GitHubConnector:
                 raise MalformedPage(f"issues of {repo}: expected a JSON array")
             next_url = response.links.get("next", {}).get("url")
             params, first = None, False
-            for entry in page:
-                try:
-                    updated = parse_time(entry.get("updated_at"), "updated_at")
-                except SkippableRecord:
-                    continue
-                seen = updated if seen is None or updated > seen else seen
-            changed = self._changed(page, run)
+            seen = records.newest(page, seen, _updated_at)
+            changed = records.changed(page, run, _updated_at)
             items, skipped = self._items(repo, changed, raws)
             if next_url:
                 new_cursor = Cursor(
@@ -412,22 +407,6 @@ class GitHubConnector:
 
     # -- items ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _changed(page: Sequence[Mapping[str, Any]], run: RunContext) -> list[Mapping[str, Any]]:
-        known = run.known_updated([str(e.get("id")) for e in page])
-        out: list[Mapping[str, Any]] = []
-        for entry in page:
-            stored = known.get(str(entry.get("id")))
-            try:
-                unchanged = stored is not None and stored == parse_time(
-                    entry.get("updated_at"), "updated_at"
-                )
-            except SkippableRecord:
-                unchanged = False
-            if not unchanged:
-                out.append(entry)
-        return out
-
     def _items(
         self, repo: str, entries: Sequence[Mapping[str, Any]], raws: list[RawPage]
     ) -> tuple[list[FlowItem], int]:
@@ -444,35 +423,29 @@ class GitHubConnector:
                 )
         if not self.graphql_available:
             timelines = self._rest_timelines(repo, entries, raws)
-        items: list[FlowItem] = []
-        skipped = 0
-        for entry in entries:
-            key = f"{repo}#{entry.get('number')}"
-            try:
-                if entry.get("number") not in timelines:
-                    raise SkippableRecord("no timeline (deleted or moved?)", key=key)
-                events, closing = timelines[int(entry["number"])]
-                items.append(
-                    parse_item(
-                        entry,
-                        events,
-                        self.mapping,
-                        repo=repo,
-                        source=self.config.name,
-                        value_stream=self.config.stream_value,
-                        closing=closing,
-                    )
-                )
-            except SkippableRecord as exc:
-                skipped += 1
-                log.error(
-                    "github.record_skipped",
-                    source=self.config.name,
-                    stream=repo,
-                    key=key,
-                    error=str(exc),
-                )
-        return items, skipped
+
+        def parse(entry: Mapping[str, Any]) -> FlowItem:
+            if entry.get("number") not in timelines:
+                raise SkippableRecord("no timeline (deleted or moved?)")
+            events, closing = timelines[int(entry["number"])]
+            return parse_item(
+                entry,
+                events,
+                self.mapping,
+                repo=repo,
+                source=self.config.name,
+                value_stream=self.config.stream_value,
+                closing=closing,
+            )
+
+        return records.parse_all(
+            entries,
+            parse,
+            event="github.record_skipped",
+            source=self.config.name,
+            stream=repo,
+            key_of=lambda entry: f"{repo}#{entry.get('number')}",
+        )
 
     def _graphql_timelines(
         self,
@@ -585,3 +558,7 @@ def _item_query(alias: str, number: int, pull: bool, after: str | None) -> str:
         f"timelineItems(first: 100{page}, itemTypes: [{types}]) {{ "
         f"pageInfo {{ hasNextPage endCursor }} nodes {{ {selection} }} }} }}"
     )
+
+
+def _updated_at(record: Mapping[str, Any]) -> Any:
+    return record.get("updated_at")

@@ -29,10 +29,11 @@ from connectors.gitlab.parse import (
     parse_links,
 )
 from connectors.gitlab.settings import GitLabSourceConfig
+from syncd import records
 from syncd.config import SourceConfig
 from syncd.contract import CheckResult, Cursor, Page, RawPage, RunContext
-from syncd.domain import FlowItem, Link, parse_timestamp
-from syncd.errors import BadRequest, ConfigError, MalformedPage, SkippableRecord, SyncdError
+from syncd.domain import FlowItem, Link
+from syncd.errors import BadRequest, ConfigError, MalformedPage, SyncdError
 from syncd.http import HttpClient, decode_json
 from syncd.mapping import FlowTypeRules, StageOverrides
 
@@ -203,13 +204,10 @@ class GitLabConnector:
             if not isinstance(body, list):
                 raise MalformedPage(f"{kind} of {project}: expected a JSON array")
             url, params = self._next(response, url, params)
-            for entry in body:
-                try:
-                    updated = parse_timestamp(entry.get("updated_at"), "updated_at")
-                except SkippableRecord:
-                    continue
-                seen = updated if seen is None or updated > seen else seen
-            items, skipped = self._items(project, kind, self._changed(body, run), raws, stream)
+            seen = records.newest(body, seen, _updated_at)
+            items, skipped = self._items(
+                project, kind, records.changed(body, run, _updated_at), raws, stream
+            )
             if url:
                 new_cursor = Cursor(
                     watermark=watermark,
@@ -224,22 +222,6 @@ class GitLabConnector:
                 new_cursor = Cursor(watermark=min(best, run.started_at) if best else None)
             yield Page(raws=list(raws), items=items, cursor=new_cursor, skipped=skipped)
             raws.clear()
-
-    @staticmethod
-    def _changed(page: Sequence[Mapping[str, Any]], run: RunContext) -> list[Mapping[str, Any]]:
-        known = run.known_updated([str(e.get("id")) for e in page])
-        out = []
-        for entry in page:
-            stored = known.get(str(entry.get("id")))
-            try:
-                same = stored is not None and stored == parse_timestamp(
-                    entry.get("updated_at"), "updated_at"
-                )
-            except SkippableRecord:
-                same = False
-            if not same:
-                out.append(entry)
-        return out
 
     def _items(
         self,
@@ -273,32 +255,34 @@ class GitLabConnector:
                 links = parse_links(self._all(f"{base}/{iid}/links", stream, local, paged))
             return entry, (state, labels, notes, links), local
 
-        items: list[FlowItem] = []
-        skipped = 0
+        sign = "!" if merge_requests else "#"
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            for entry, (state, labels, notes, links), local in pool.map(history, entries):
-                raws.extend(local)
-                key = f"{project}{'!' if merge_requests else '#'}{entry.get('iid')}"
-                try:
-                    changes = changes_from_events(state, labels, notes, key)
-                    items.append(
-                        parse_item(
-                            entry,
-                            changes,
-                            self.mapping,
-                            project=project,
-                            source=self.config.name,
-                            value_stream=self.config.stream_value,
-                            links=links,
-                        )
-                    )
-                except SkippableRecord as exc:
-                    skipped += 1
-                    log.error(
-                        "gitlab.record_skipped",
-                        source=self.config.name,
-                        stream=stream,
-                        key=key,
-                        error=str(exc),
-                    )
-        return items, skipped
+            fetched = list(pool.map(history, entries))
+        for _entry, _data, local in fetched:
+            raws.extend(local)
+
+        def parse(result: tuple[Mapping[str, Any], Any, list[RawPage]]) -> FlowItem:
+            entry, (state, labels, notes, links), _local = result
+            key = f"{project}{sign}{entry.get('iid')}"
+            return parse_item(
+                entry,
+                changes_from_events(state, labels, notes, key),
+                self.mapping,
+                project=project,
+                source=self.config.name,
+                value_stream=self.config.stream_value,
+                links=links,
+            )
+
+        return records.parse_all(
+            fetched,
+            parse,
+            event="gitlab.record_skipped",
+            source=self.config.name,
+            stream=stream,
+            key_of=lambda result: f"{project}{sign}{result[0].get('iid')}",
+        )
+
+
+def _updated_at(record: Mapping[str, Any]) -> Any:
+    return record.get("updated_at")
