@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from syncd.cli import main
 from syncd.simulator.jira import JiraSimulator
 from syncd.warehouse.store import ITEMS, Warehouse
+from tests.helpers import cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = datetime(2026, 5, 1, tzinfo=UTC)
@@ -66,13 +66,6 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def sim() -> Iterator[JiraSimulator]:
     with JiraSimulator(items=40, seed=9, anchor=ANCHOR, email=EMAIL, token=TOKEN) as s:
         yield s
-
-
-def run(args: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
 
 
 def test_check_reports_each_problem_on_one_line(

@@ -4,20 +4,18 @@ cancel, never started, done from the backlog, non-ASCII statuses, DST-crossing t
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from contextlib import redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncd.cli import main
 from syncd.metrics.incremental import stored_rows, update_metrics
 from syncd.simulator.jira import JiraSimulator
 from syncd.warehouse.store import Warehouse
+from tests.helpers import cli as run
 
 D, H = 86400, 3600
 
@@ -62,13 +60,6 @@ def scenario() -> Iterator[JiraSimulator]:
     sim.transition(f, "En révision", at(26, 6))
     with sim:
         yield sim
-
-
-def run(args: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
 
 
 @pytest.fixture

@@ -4,23 +4,21 @@ page limit, secondary-rate-limit storms, and the REST timeline fallback."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncd.cli import main
-from syncd.config import Config, HttpConfig, load_config
+from syncd.config import HttpConfig, load_config
 from syncd.export import iter_items, iter_transitions
 from syncd.http import HttpClient
 from syncd.simulator.github import GitHubSimulator
-from syncd.sync import SourceResult, sync_all
+from syncd.sync import sync_all
 from syncd.warehouse.store import Warehouse
+from tests.helpers import cli, run_sync
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 TOKEN = "ghp_sim_not_a_real_token_000"
@@ -56,23 +54,6 @@ value_stream = "Web"
 @pytest.fixture(autouse=True)
 def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GH_TOKEN", TOKEN)
-
-
-def run_sync(
-    config: Config, warehouse: Warehouse, sleeps: list[float] | None = None
-) -> list[SourceResult]:
-    with HttpClient(
-        HttpConfig(backoff_initial=0.01, backoff_max=0.02),
-        sleep=(sleeps if sleeps is not None else []).append,
-    ) as http:
-        return sync_all(config, warehouse, http)
-
-
-def cli(args: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
 
 
 @pytest.fixture

@@ -4,23 +4,19 @@ group scope."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
-from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from syncd.cli import main
-from syncd.config import Config, HttpConfig, load_config
+from syncd.config import load_config
 from syncd.export import iter_items, iter_transitions
-from syncd.http import HttpClient
 from syncd.simulator.gitlab import GitLabSimulator
-from syncd.sync import SourceResult, sync_all
 from syncd.warehouse.store import Warehouse
+from tests.helpers import cli, run_sync
 
 T0 = datetime(2026, 4, 6, tzinfo=UTC)  # a Monday
 TOKEN = "glpat-sim-not-real-0000000"
@@ -60,23 +56,6 @@ value_stream = "Payments"
 @pytest.fixture(autouse=True)
 def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GL_TOKEN", TOKEN)
-
-
-def run_sync(
-    config: Config, warehouse: Warehouse, sleeps: list[float] | None = None
-) -> list[SourceResult]:
-    with HttpClient(
-        HttpConfig(backoff_initial=0.01, backoff_max=0.02),
-        sleep=(sleeps if sleeps is not None else []).append,
-    ) as http:
-        return sync_all(config, warehouse, http)
-
-
-def cli(args: list[str]) -> tuple[int, str]:
-    out = io.StringIO()
-    with redirect_stdout(out):
-        code = main(args)
-    return code, out.getvalue()
 
 
 @pytest.fixture

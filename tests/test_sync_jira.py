@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from syncd.config import Config, HttpConfig, load_config
+from syncd.config import Config, load_config
 from syncd.export import iter_items, iter_transitions
-from syncd.http import HttpClient
 from syncd.simulator.jira import JiraSimulator
-from syncd.sync import SourceResult, sync_all
 from syncd.warehouse.store import LINKS, RAW, Warehouse
+from tests.helpers import run_sync
 
 ANCHOR = datetime(2026, 6, 1, tzinfo=UTC)
 EMAIL, TOKEN = "bot@example.com", "sim-token-9f8e7d6c5b"
@@ -61,15 +60,6 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def sleeps() -> list[float]:
     return []
-
-
-def run_sync(
-    config: Config, warehouse: Warehouse, sleeps: list[float], **kw: Any
-) -> list[SourceResult]:
-    with HttpClient(
-        HttpConfig(backoff_initial=0.01, backoff_max=0.05), sleep=sleeps.append
-    ) as http:
-        return sync_all(config, warehouse, http, **kw)
 
 
 def stored_moves(warehouse: Warehouse) -> dict[str, list[tuple[datetime, str | None, str]]]:
