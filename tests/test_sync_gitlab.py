@@ -19,7 +19,7 @@ from syncd.warehouse.store import Warehouse
 from tests.helpers import cli, run_sync
 
 T0 = datetime(2026, 4, 6, tzinfo=UTC)  # a Monday
-TOKEN = "glpat-sim-not-real-0000000"
+TOKEN = "sim-gitlab-token-not-real-0000"
 H = 3600
 
 
