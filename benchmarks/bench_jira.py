@@ -13,7 +13,6 @@ With --sizes, each size runs in its own process so peak RSS can be compared acro
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import peak_rss_mb, run_sizes, start_simulator  # noqa: E402
+from common import main_for, peak_rss_mb, start_simulator  # noqa: E402
 
 
 def start_jira(items: int) -> tuple[subprocess.Popen[str], str]:
@@ -177,18 +176,5 @@ jql = "project = DEMO"
         proc.wait(timeout=10)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--items", type=int, default=10000)
-    parser.add_argument("--sizes", help="comma-separated sizes, each in its own process")
-    args = parser.parse_args()
-    if args.sizes:
-        run_sizes(__file__, args.sizes)
-        return 0
-    result = one(args.items)
-    print(json.dumps(result))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_for(one, __file__, 10000))

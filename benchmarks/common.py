@@ -6,6 +6,7 @@ import os
 import resource
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,3 +39,71 @@ def run_sizes(script: str, sizes: str) -> None:
     """Run the script once per size, each in a fresh process (so peak RSS compares)."""
     for size in sizes.split(","):
         subprocess.run([sys.executable, script, "--items", size], check=True)
+
+
+def first_sync_and_resync(tracker: str, sim_args: list[str], source_toml: str) -> dict[str, object]:
+    """Start the tracker's simulator, sync a fresh SQLite warehouse through it, sync again
+    twice (the second settles conditional requests), and report requests, speed and memory.
+    `source_toml` is the source's keys; `{url}` in it becomes the simulator's URL."""
+    import tempfile
+    import time
+    from collections import Counter
+
+    from syncd.config import load_config
+    from syncd.http import HttpClient
+    from syncd.logs import configure
+    from syncd.sync import sync_all
+    from syncd.warehouse.store import Warehouse
+
+    configure("warning")
+    os.environ["BENCH_TOKEN"] = "bench-token-123"
+    proc, url = start_simulator(tracker, *sim_args, "--token-env", "BENCH_TOKEN")
+    tmp = Path(tempfile.mkdtemp(prefix=f"syncd-bench-{tracker}-"))
+    try:
+        path = tmp / "bench.toml"
+        path.write_text(
+            f'[warehouse]\nurl = "sqlite:///{tmp / "w.db"}"\n[[sources]]\n'
+            f'name = "bench"\ntoken_env = "BENCH_TOKEN"\n' + source_toml.format(url=url),
+            encoding="utf-8",
+        )
+        config = load_config(path)
+        warehouse = Warehouse(config.warehouse.url)
+        with HttpClient(config.http) as http:
+            t0 = time.perf_counter()
+            [first] = sync_all(config, warehouse, http)
+            elapsed = time.perf_counter() - t0
+            assert first.ok, first.error
+            [settle] = sync_all(config, warehouse, http)
+            before = Counter(http.stats.by_status)
+            [again] = sync_all(config, warehouse, http)
+            assert settle.ok and again.ok, (settle.error, again.error)
+            no_change = Counter(http.stats.by_status) - before
+        return {
+            "items": first.items,
+            "requests_first": first.requests,
+            "requests_per_item": round(first.requests / first.items, 3),
+            "requests_per_1000": round(first.requests / first.items * 1000, 2),
+            "items_per_s_end_to_end": round(first.items / elapsed),
+            "peak_rss_mb_sync": peak_rss_mb(),
+            "no_change_resync_requests": again.requests,
+            "no_change_resync_statuses": dict(no_change),
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def main_for(one: Callable[[int], dict[str, object]], script: str, default: int) -> int:
+    """The command line every benchmark shares: `--items N` or `--sizes a,b`."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=default)
+    parser.add_argument("--sizes", help="comma-separated sizes, each in its own process")
+    args = parser.parse_args()
+    if args.sizes:
+        run_sizes(script, args.sizes)
+        return 0
+    print(json.dumps(one(args.items)))
+    return 0
