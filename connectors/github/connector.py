@@ -201,7 +201,9 @@ class GitHubConnector:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> tuple[httpx.Response, Any]:
+        """Send a request; return the response and its JSON body, decoded once (None for a
+        304), recording it as a raw page when `raws` is given."""
         response = self.http.request(
             method,
             url,
@@ -211,6 +213,7 @@ class GitHubConnector:
             auth=self._auth,
             classify=github_classifier,
         )
+        decoded = None if response.status_code == 304 else decode_json(response)
         if raws is not None and response.status_code != 304:
             raws.append(
                 RawPage(
@@ -220,33 +223,32 @@ class GitHubConnector:
                     params=dict(
                         body if body is not None else params or dict(response.request.url.params)
                     ),
-                    body=decode_json(response),
+                    body=decoded,
                     fetched_at=datetime.now(UTC),
                 )
             )
-        return response
+        return response, decoded
 
     def _pages(self, url: str, params: Mapping[str, Any] | None) -> Iterator[Any]:
         """Every page of a Link-paged list (used for small lists: org repositories)."""
         next_url: str | None = url
         while next_url:
-            response = self._request(
+            response, page = self._request(
                 "GET", next_url, None, "", params=params if next_url == url else None
             )
-            yield decode_json(response)
+            yield page
             next_url = response.links.get("next", {}).get("url")
 
     def _graphql(
         self, query: str, variables: Mapping[str, Any], raws: list[RawPage], stream: str
     ) -> Mapping[str, Any]:
-        response = self._request(
+        _response, body = self._request(
             "POST",
             self.config.graphql_url,
             raws,
             stream,
             body={"query": query, "variables": dict(variables)},
         )
-        body = decode_json(response)
         if not isinstance(body, Mapping) or not isinstance(body.get("data"), Mapping):
             errors = body.get("errors") if isinstance(body, Mapping) else None
             raise BadRequest(f"GraphQL query refused: {str(errors)[:300]}")
@@ -274,8 +276,7 @@ class GitHubConnector:
         name = self.config.name
         results: list[CheckResult] = []
         try:
-            response = self._request("GET", f"{self.base}/user", None, "")
-            user = decode_json(response)
+            response, user = self._request("GET", f"{self.base}/user", None, "")
             scopes = response.headers.get("x-oauth-scopes")
             results.append(
                 CheckResult(
@@ -347,7 +348,7 @@ class GitHubConnector:
             if first and state.get("etag") and state.get("since") == since:
                 headers = {"If-None-Match": str(state["etag"])}
             try:
-                response = self._request(
+                response, page = self._request(
                     "GET", next_url, raws, repo, params=params, headers=headers
                 )
             except BadRequest:
@@ -373,7 +374,6 @@ class GitHubConnector:
                 return
             if first:
                 etag = response.headers.get("etag")
-            page = decode_json(response)
             if not isinstance(page, list):
                 raise MalformedPage(f"issues of {repo}: expected a JSON array")
             next_url = response.links.get("next", {}).get("url")
@@ -522,8 +522,7 @@ class GitHubConnector:
             url: str | None = f"{self.base}/repos/{repo}/issues/{number}/timeline"
             params: dict[str, Any] | None = {"per_page": 100}
             while url:
-                response = self._request("GET", url, local, repo, params=params)
-                page = decode_json(response)
+                response, page = self._request("GET", url, local, repo, params=params)
                 if not isinstance(page, list):
                     raise MalformedPage(f"timeline of {repo}#{number}: expected a JSON array")
                 timeline.extend(page)
