@@ -1,4 +1,4 @@
-"""`syncd` command line: sync, check, metrics, export, simulate.
+"""`syncd` command line: run, sync, check, metrics, export, simulate.
 
 Exit codes: 0 everything ok · 1 a source failed (the others still synced) or a check failed ·
 2 configuration or usage error.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -56,6 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", help="only this source (repeatable)")
     p.add_argument("--full", action="store_true", help="ignore cursors: refetch everything")
 
+    p = sub.add_parser(
+        "run", help="the daemon: every source on its schedule, with /healthz /readyz /metrics"
+    )
+    with_config(p)
+    p.add_argument(
+        "--once", action="store_true", help="one pass over the sources, then exit (for cron)"
+    )
+    p.add_argument("--source", action="append", help="with --once: only this source")
+    p.add_argument("--full", action="store_true", help="with --once: ignore cursors")
+
     p = sub.add_parser("check", help="validate the config and each source's connectivity")
     with_config(p)
 
@@ -101,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         handler = {
+            "run": cmd_run,
             "sync": cmd_sync,
             "check": cmd_check,
             "metrics": cmd_metrics,
@@ -124,20 +136,63 @@ def _warehouse(config: Config) -> Any:
     return Warehouse(config.warehouse.resolved_url())
 
 
-def cmd_sync(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    from syncd.http import HttpClient
-    from syncd.metrics.incremental import update_metrics
-    from syncd.sync import sync_all
+class TtyProgress:
+    """On a terminal, one line per source that updates after every committed page."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._started: dict[str, float] = {}
+
+    def __call__(self, result: Any) -> None:
+        import time
+
+        started = self._started.setdefault(result.run_id, time.monotonic())
+        elapsed = max(time.monotonic() - started, 1e-6)
+        self.stream.write(
+            f"\r{result.source}: {result.items:,} items, {result.pages:,} pages, "
+            f"{result.items / elapsed:,.0f} items/s "
+        )
+        self.stream.flush()
+
+    def end(self) -> None:
+        if self._started:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._started.clear()
+
+
+def _once(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    """One locked pass over the selected sources, then one metric update: `syncd sync` and
+    `syncd run --once`. SIGTERM/SIGINT abandon the page in flight and exit 0."""
+    from syncd.daemon import Daemon
 
     if args.source:
         for name in args.source:
             config.source(name)
     warehouse = _warehouse(config)
-    with HttpClient(config.http) as http:
-        results = sync_all(config, warehouse, http, sources=args.source, full=args.full)
-    stats = update_metrics(warehouse, as_of=datetime.now(UTC))
-    for r in results:
-        status = "ok" if r.ok else "FAILED"
+    progress = TtyProgress(sys.stderr) if sys.stderr.isatty() else None
+    daemon = Daemon(config, warehouse, progress=progress)
+    previous = daemon.install_signals()
+    try:
+        results = []
+        full = bool(getattr(args, "full", False))
+        for name in args.source or [s.name for s in config.enabled_sources]:
+            result = daemon.run_source(config.source(name), full=full, metrics=False)
+            results.append((name, result))
+            if progress is not None:
+                progress.end()
+        stopped = daemon.stopping.is_set()
+        stats = None if stopped else daemon.update_metrics()
+    finally:
+        daemon.restore_signals(previous)
+        daemon.stop()
+        warehouse.close()
+    for name, r in results:
+        if r is None:
+            reason = "stopping" if stopped else "another syncd is syncing it"
+            print(f"{name}: skipped — {reason}", file=out)
+            continue
+        status = {"ok": "ok", "failed": "FAILED"}.get(r.status, r.status)
         line = (
             f"{r.source}: {status} — {r.items} items in {r.pages} pages, {r.requests} "
             f"requests, {r.retries} retries, {r.skipped} skipped, {r.seconds:.1f} s"
@@ -145,13 +200,37 @@ def cmd_sync(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         if r.error:
             line += f"\n  error: {r.error}"
         print(line, file=out)
-    print(
-        f"metrics: {'full recompute' if stats.full else 'incremental update'}, "
-        f"{stats.rows} rows written",
-        file=out,
-    )
+    if stats is not None:
+        print(
+            f"metrics: {'full recompute' if stats.full else 'incremental update'}, "
+            f"{stats.rows} rows written",
+            file=out,
+        )
+    failed = any(r is not None and r.status == "failed" for _, r in results)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_sync(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    return _once(config, args, out)
+
+
+def cmd_run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.daemon import Daemon
+
+    if args.once:
+        return _once(config, args, out)
+    if args.source or args.full:
+        raise ConfigError("--source and --full go with --once; the daemon runs every source")
+    if not config.enabled_sources:
+        raise ConfigError("no enabled sources to run", file=str(config.path))
+    warehouse = _warehouse(config)
+    daemon = Daemon(config, warehouse)
+    ended = daemon.serve()
+    if not ended:  # a request still in flight past the grace: its page is simply not committed
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
     warehouse.close()
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_check(config: Config, args: argparse.Namespace, out: TextIO) -> int:

@@ -82,12 +82,57 @@ class HttpConfig(_Strict):
     #: a Retry-After longer than this fails the request rather than blocking the source
     max_retry_after: Duration = timedelta(minutes=15)
     max_connections: int = Field(default=8, ge=1)
+    #: TLS certificates are verified; `ca_bundle` adds a private CA (a PEM file). Turning
+    #: verification off needs `verify = false` spelled out and is logged at every start.
+    verify: bool = True
+    ca_bundle: Path | None = None
+
+    @model_validator(mode="after")
+    def _bundle_needs_verify(self) -> HttpConfig:
+        if self.ca_bundle is not None and not self.verify:
+            raise ValueError("ca_bundle is set but verify = false: choose one")
+        if self.ca_bundle is not None and not self.ca_bundle.is_file():
+            raise ValueError(f"ca_bundle {str(self.ca_bundle)!r} is not a readable file")
+        return self
 
 
 class SyncConfig(_Strict):
     """How incremental syncing behaves across sources."""
 
     lookback: Duration = timedelta(minutes=5)
+
+
+def _listen_address(value: str) -> str:
+    if value in ("", "off"):
+        return ""
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected 'host:port' (e.g. '127.0.0.1:9464') or 'off', got {value!r}")
+    return value
+
+
+class DaemonConfig(_Strict):
+    """How `syncd run` schedules sources and reports on itself."""
+
+    #: default schedule of a source that names neither `every` nor `cron`
+    every: Duration = timedelta(minutes=15)
+    #: each run starts up to this much later than scheduled, so sources don't all fire at once
+    jitter: Duration = timedelta(seconds=30)
+    #: consecutive failures double a source's interval, up to this
+    backoff_max: Duration = timedelta(hours=6)
+    #: sources synced at the same time (each has its own HTTP client and lock)
+    workers: int = Field(default=4, ge=1, le=64)
+    #: `/healthz`, `/readyz`, `/metrics`; "off" for none
+    listen: Annotated[str, BeforeValidator(_listen_address)] = "127.0.0.1:9464"
+    #: how long SIGTERM/SIGINT waits for the page in flight before exiting anyway
+    stop_grace: Duration = timedelta(seconds=8)
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() < 1:
+            raise ValueError("expected at least 1 s")
+        return value
 
 
 class FlowTypeRule(_Strict):
@@ -122,6 +167,30 @@ class SourceConfig(BaseModel):
     stages: dict[str, Stage] = Field(default_factory=dict)
     #: flow type rules; empty means the connector's defaults
     flow_types: list[FlowTypeRule] = Field(default_factory=list)
+    #: schedule under `syncd run`: an interval, or a 5-field crontab line (UTC); neither means
+    #: the `[daemon] every` default
+    every: Duration | None = None
+    cron: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"expected a crontab line like '*/15 * * * *': {exc}") from None
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _positive_every(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value.total_seconds() < 1:
+            raise ValueError("expected at least 1 s")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -134,6 +203,8 @@ class SourceConfig(BaseModel):
     def _one_token_source(self) -> SourceConfig:
         if self.token_env and self.token_file:
             raise ValueError("give token_env or token_file, not both")
+        if self.every is not None and self.cron is not None:
+            raise ValueError("give every or cron, not both")
         return self
 
     @property
@@ -181,6 +252,7 @@ class Config(BaseModel):
     warehouse: WarehouseConfig = WarehouseConfig()
     http: HttpConfig = HttpConfig()
     sync: SyncConfig = SyncConfig()
+    daemon: DaemonConfig = DaemonConfig()
     sources: list[Any] = Field(default_factory=list)  # each a SourceConfig subclass instance
 
     def source(self, name: str) -> SourceConfig:
@@ -222,9 +294,8 @@ def _explain(exc: ValidationError, file: str, prefix: str = "") -> ConfigError:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate a config file. Raises ConfigError naming file, key and expectation."""
-    from syncd.registry import connector_class  # late: loading connectors needs config types
-
+    """Read and validate a config file. Raises ConfigError naming file, key and expectation
+    for every problem found (not just the first)."""
     file = Path(path)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -236,36 +307,52 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"not valid TOML: {exc}", file=str(file)) from None
 
     raw_sources = data.pop("sources", [])
+    problems: list[str] = []  # every problem of the file, reported at once
     if not isinstance(raw_sources, list):
-        raise ConfigError("expected an array of tables [[sources]]", file=str(file), key="sources")
+        problems.append(f"{file}: sources: expected an array of tables [[sources]]")
+        raw_sources = []
+    config: Config | None = None
     try:
         config = Config(path=file, **data)
     except ValidationError as exc:
-        raise _explain(exc, str(file)) from None
+        problems.append(str(_explain(exc, str(file))))
 
     sources: list[SourceConfig] = []
     seen: set[str] = set()
     for index, raw in enumerate(raw_sources):
         key = f"sources[{index}]"
-        if not isinstance(raw, dict):
-            raise ConfigError("expected a table", file=str(file), key=key)
-        kind = raw.get("kind")
-        if not isinstance(kind, str):
-            raise ConfigError(
-                "required key 'kind' is missing or not a string", file=str(file), key=f"{key}.kind"
-            )
         try:
-            model = connector_class(kind).config_model
+            source = _load_source(raw, file, key)
         except ConfigError as exc:
-            raise ConfigError(str(exc), file=str(file), key=f"{key}.kind") from None
-        try:
-            source = model(**raw)
-        except ValidationError as exc:
-            raise _explain(exc, str(file), key) from None
+            problems.append(str(exc))
+            continue
         if source.name in seen:
-            raise ConfigError(
-                f"duplicate source name {source.name!r}", file=str(file), key=f"{key}.name"
-            )
+            problems.append(f"{file}: {key}.name: duplicate source name {source.name!r}")
         seen.add(source.name)
         sources.append(source)
+    if problems or config is None:
+        error = ConfigError("\n".join(problems))
+        error.file = str(file)
+        raise error
     return config.model_copy(update={"sources": sources})
+
+
+def _load_source(raw: object, file: Path, key: str) -> SourceConfig:
+    from syncd.registry import connector_class  # late: loading connectors needs config types
+
+    if not isinstance(raw, dict):
+        raise ConfigError("expected a table", file=str(file), key=key)
+    kind = raw.get("kind")
+    if not isinstance(kind, str):
+        raise ConfigError(
+            "required key 'kind' is missing or not a string", file=str(file), key=f"{key}.kind"
+        )
+    try:
+        model = connector_class(kind).config_model
+    except ConfigError as exc:
+        raise ConfigError(str(exc), file=str(file), key=f"{key}.kind") from None
+    try:
+        source: SourceConfig = model(**raw)
+    except ValidationError as exc:
+        raise _explain(exc, str(file), key) from None
+    return source

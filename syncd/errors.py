@@ -12,7 +12,8 @@
     │   │   ├── NotFound         404 (for endpoints that must exist)
     │   │   └── BadRequest       400/410/422: syncd asked something the tracker refuses
     │   └── MalformedPage        a page that cannot be parsed: the run fails, the cursor stays
-    └── SkippableRecord          one record that cannot be parsed: logged, counted, skipped
+    ├── SkippableRecord          one record that cannot be parsed: logged, counted, skipped
+    └── Interrupted              the process is stopping: the page in flight is abandoned
 
 Messages never contain a credential: the HTTP layer builds them from the method, the URL
 without query secrets, the status and the tracker's own error text.
@@ -105,3 +106,8 @@ class SkippableRecord(SyncdError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         self.key = key
         super().__init__(message)
+
+
+class Interrupted(SyncdError):
+    """The process was asked to stop (SIGTERM/SIGINT) while a page was in flight. The page is
+    not committed, so its cursor stays where the last committed page left it."""

@@ -5,12 +5,19 @@ every response into either a decoded result or an error from `syncd.errors`, usi
 table that connectors may refine. Retryable errors are retried here and nowhere else, by
 tenacity, with jittered exponential backoff that gives way to the tracker's own `Retry-After`
 or rate-limit reset headers. Sleep and clock are injectable so tests never wait.
+
+syncd only reads: every request it sends is a GET or a POST that carries a query (GraphQL,
+Jira's search and changelog bulk fetch), so every request may be repeated. A success whose
+body is not the JSON asked for (a proxy's HTML page, a document cut short) is retried like
+a transient failure, within `max_attempts`, and then reported as a MalformedPage.
 """
 
 from __future__ import annotations
 
 import email.utils
 import json
+import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +42,7 @@ from syncd.errors import (
     BadRequest,
     ConnectorError,
     FatalError,
+    Interrupted,
     MalformedPage,
     NotFound,
     RateLimited,
@@ -61,6 +69,11 @@ class HttpStats:
     by_status: Counter[int] = field(default_factory=Counter)
     retries: int = 0
     wait_seconds: float = 0.0
+    #: retries by the error class that caused them (RateLimited, ServerError, ...)
+    retried: Counter[str] = field(default_factory=Counter)
+    #: waits for a rate limit (a retry after 429/403, or an exhausted budget) and their sum
+    rate_limit_waits: int = 0
+    rate_limit_wait_seconds: float = 0.0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -68,6 +81,9 @@ class HttpStats:
             "retries": self.retries,
             "wait_seconds": round(self.wait_seconds, 3),
             "by_status": dict(sorted(self.by_status.items())),
+            "retried": dict(sorted(self.retried.items())),
+            "rate_limit_waits": self.rate_limit_waits,
+            "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
         }
 
 
@@ -188,6 +204,16 @@ def default_classifier(
     return ServerError(message, status=status, url=url)
 
 
+def _tls(config: HttpConfig) -> ssl.SSLContext | bool:
+    """Certificate verification: on by default, with a private CA added when configured."""
+    if not config.verify:
+        return False
+    context = ssl.create_default_context()
+    if config.ca_bundle is not None:
+        context.load_verify_locations(cafile=str(config.ca_bundle))
+    return context
+
+
 class HttpClient:
     """Pooled HTTP client with one retry policy. Share one per process."""
 
@@ -198,15 +224,21 @@ class HttpClient:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        interrupt: threading.Event | None = None,
     ) -> None:
         self.config = config or HttpConfig()
-        self._sleep = sleep
+        #: set when the process is stopping: no new request starts, no wait continues
+        self._interrupt = interrupt
+        self._sleep = sleep if interrupt is None else self._interruptible_sleep
         self._clock = clock
         self.stats = HttpStats()
         self._secrets: set[str] = set()
         timeout = self.config.timeout.total_seconds()
+        if not self.config.verify:
+            log.warning("http.tls_verification_disabled", reason="[http] verify = false")
         self._client = httpx.Client(
             transport=transport,
+            verify=_tls(self.config),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             limits=httpx.Limits(
@@ -218,6 +250,15 @@ class HttpClient:
 
     def __repr__(self) -> str:
         return f"HttpClient(requests={self.stats.requests})"
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        assert self._interrupt is not None
+        if self._interrupt.wait(seconds):
+            raise Interrupted("stopping: a retry wait was cut short")
+
+    def _check_interrupt(self) -> None:
+        if self._interrupt is not None and self._interrupt.is_set():
+            raise Interrupted("stopping: no new request is sent")
 
     def register_secret(self, value: str | None) -> None:
         """Remember a credential so it is scrubbed from any error message that might echo it."""
@@ -262,6 +303,10 @@ class HttpClient:
         wait = state.next_action.sleep if state.next_action else 0.0
         self.stats.retries += 1
         self.stats.wait_seconds += wait
+        self.stats.retried[type(exc).__name__] += 1
+        if isinstance(exc, RateLimited):
+            self.stats.rate_limit_waits += 1
+            self.stats.rate_limit_wait_seconds += wait
         log.warning(
             "http.retry",
             attempt=state.attempt_number,
@@ -279,14 +324,18 @@ class HttpClient:
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
         classify: Callable[[httpx.Response, datetime], ConnectorError | None] | None = None,
+        expect_json: bool = True,
     ) -> httpx.Response:
         """Send a request, retrying what is retryable; return a successful response or raise
-        the classified error."""
+        the classified error. With `expect_json`, a success (other than 204/304) must carry
+        a JSON body: one that does not is retried, then raised as MalformedPage; the decoded
+        body is kept for `decode_json`."""
         classifier = classify or default_classifier
         retrying = Retrying(
             stop=self._stop,
             wait=self._wait,
-            retry=retry_if_exception_type(RetryableError),
+            # a MalformedPage inside the loop is a success whose body was not JSON
+            retry=retry_if_exception_type((RetryableError, MalformedPage)),
             sleep=self._sleep,
             before_sleep=self._before_sleep,
             reraise=True,
@@ -301,6 +350,7 @@ class HttpClient:
                     headers=headers,
                     auth=auth,
                     classifier=classifier,
+                    expect_json=expect_json,
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -314,7 +364,9 @@ class HttpClient:
         headers: Mapping[str, str] | None,
         auth: httpx.Auth | None,
         classifier: Callable[[httpx.Response, datetime], ConnectorError | None],
+        expect_json: bool = False,
     ) -> httpx.Response:
+        self._check_interrupt()
         self.stats.requests += 1
         try:
             response = self._client.request(
@@ -349,6 +401,8 @@ class HttpClient:
                 )
             error.args = (self.scrub(str(error)),)
             raise error
+        if expect_json and response.status_code not in (204, 304):
+            response.extensions[_DECODED] = decode_json(response)
         self._respect_exhausted_budget(response)
         return response
 
@@ -363,6 +417,8 @@ class HttpClient:
             wait = min(wait, self.config.max_retry_after.total_seconds())
             log.warning("http.rate_limit_exhausted", wait_s=round(wait, 3))
             self.stats.wait_seconds += wait
+            self.stats.rate_limit_waits += 1
+            self.stats.rate_limit_wait_seconds += wait
             self._sleep(wait)
 
     def json(self, method: str, url: str, **kwargs: Any) -> Any:
@@ -371,8 +427,15 @@ class HttpClient:
         return decode_json(response)
 
 
+#: where `HttpClient.request` keeps a body it already decoded, in the response's extensions
+_DECODED = "syncd.decoded_json"
+
+
 def decode_json(response: httpx.Response) -> Any:
-    """Decode a JSON body or raise MalformedPage naming the URL and what came instead."""
+    """Decode a JSON body (once: `HttpClient.request` already did for its responses) or
+    raise MalformedPage naming the URL (never the query) and what came instead."""
+    if _DECODED in response.extensions:
+        return response.extensions[_DECODED]
     try:
         return json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
@@ -381,4 +444,5 @@ def decode_json(response: httpx.Response) -> Any:
             f"{describe(response.request)} answered {response.status_code} with a body that is "
             f"not JSON ({kind}, {len(response.content)} bytes)",
             status=response.status_code,
+            url=describe(response.request).split(" ", 1)[1],
         ) from None

@@ -24,6 +24,13 @@ def _factory(*_args: object) -> _StderrLogger:
     return _StderrLogger()
 
 
+class _IntoStructlog(logging.Handler):
+    """Library loggers (APScheduler) go through the same renderer as syncd's own events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger(record.name).log(record.levelno, record.getMessage())
+
+
 def configure(level: str = "info", *, json_lines: bool | None = None) -> None:
     """Configure structlog once per process. Events are one per page/run, never per record."""
     if json_lines is None:
@@ -47,3 +54,8 @@ def configure(level: str = "info", *, json_lines: bool | None = None) -> None:
         logger_factory=_factory,
         cache_logger_on_first_use=False,
     )
+    for name in ("apscheduler",):
+        library = logging.getLogger(name)
+        library.handlers[:] = [_IntoStructlog()]
+        library.setLevel(logging.WARNING)
+        library.propagate = False

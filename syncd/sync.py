@@ -18,8 +18,9 @@ import structlog
 
 from syncd.config import Config, SourceConfig
 from syncd.contract import Connector, RunContext
-from syncd.errors import SyncdError
+from syncd.errors import Interrupted, SyncdError
 from syncd.http import HttpClient
+from syncd.records import SkipHold
 from syncd.registry import connector_class
 from syncd.warehouse.store import Warehouse
 
@@ -33,6 +34,8 @@ class SourceResult:
     source: str
     run_id: str
     ok: bool = True
+    #: ok | failed | interrupted (stopped by a signal; the committed pages stand)
+    status: str = "ok"
     pages: int = 0
     items: int = 0
     skipped: int = 0
@@ -58,8 +61,13 @@ def sync_source(
     full: bool = False,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     should_stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[SourceResult], None] | None = None,
 ) -> SourceResult:
-    """Sync one source. Never raises for tracker or data problems: they fail the result."""
+    """Sync one source. Never raises for tracker or data problems: they fail the result.
+
+    `should_stop` is asked after every committed page; an `Interrupted` raised from inside the
+    connector (the HTTP layer does when the process is stopping) abandons the page in flight.
+    `progress` is called after every committed page."""
     run_id = uuid.uuid4().hex[:12]
     started = clock()
     result = SourceResult(source=source.name, run_id=run_id)
@@ -67,11 +75,13 @@ def sync_source(
     requests_before, retries_before = http.stats.requests, http.stats.retries
     t0 = time.perf_counter()
     warehouse.start_run(run_id, source.name, started)
+    structlog.contextvars.bind_contextvars(source=source.name, run_id=run_id)
     bound.info("sync.start", kind=source.kind, full=full)
     try:
         connector = make_connector(source, http)
         for stream in connector.streams():
             slog = bound.bind(stream=stream)
+            structlog.contextvars.bind_contextvars(stream=stream)
             cursor = None if full else warehouse.get_cursor(source.name, stream)
             context = RunContext(
                 run_id=run_id,
@@ -82,7 +92,9 @@ def sync_source(
                 if full
                 else (lambda ids: warehouse.known_updated(source.name, ids)),
             )
-            for page in connector.fetch(stream, cursor, context):
+            # skipped records hold the watermark back until a later pass parses them
+            hold = SkipHold(cursor, source=source.name, stream=stream)
+            for page in hold.pages(connector.fetch(stream, cursor, context)):
                 written = warehouse.commit_page(
                     source=source.name, stream=stream, run_id=run_id, page=page, now=clock()
                 )
@@ -97,9 +109,17 @@ def sync_source(
                     raws=len(page.raws),
                     watermark=_iso(page.cursor.watermark),
                 )
+                if progress is not None:
+                    progress(result)
                 if should_stop():
                     slog.warning("sync.stopping", reason="stop requested after a committed page")
+                    result.status = "interrupted"
                     break
+            if result.status == "interrupted":
+                break
+    except Interrupted as exc:
+        result.status = "interrupted"
+        result.error = http.scrub(str(exc))
     except SyncdError as exc:
         result.ok = False
         result.error = http.scrub(str(exc))
@@ -107,12 +127,16 @@ def sync_source(
         result.ok = False
         result.error = http.scrub(f"internal error: {type(exc).__name__}: {exc}")
         bound.exception("sync.internal_error")
+    finally:
+        structlog.contextvars.unbind_contextvars("source", "run_id", "stream")
+    if not result.ok:
+        result.status = "failed"
     result.seconds = time.perf_counter() - t0
     result.requests = http.stats.requests - requests_before
     result.retries = http.stats.retries - retries_before
     warehouse.finish_run(
         run_id,
-        status="ok" if result.ok else "failed",
+        status=result.status,
         finished_at=clock(),
         counts={
             "pages": result.pages,
@@ -123,7 +147,9 @@ def sync_source(
         },
         error=result.error,
     )
-    if result.ok:
+    if result.status == "interrupted":
+        bound.warning("sync.interrupted", items=result.items, pages=result.pages)
+    elif result.ok:
         if config.warehouse.raw_retention_days:
             warehouse.prune_raw(
                 source.name, clock() - timedelta(days=config.warehouse.raw_retention_days)

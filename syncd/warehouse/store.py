@@ -73,11 +73,25 @@ def engine_url(url: str) -> str:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # syncd opens every transaction itself (BEGIN IMMEDIATE below), so the driver must not
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    """Write transactions (`Warehouse.begin`) take the write lock when they start, so
+    concurrent writers (threads of a daemon, other processes) queue on `busy_timeout` instead
+    of failing with "database is locked" when a read transaction tries to become a write
+    transaction. Reads begin deferred and, in WAL mode, never wait for a writer."""
+    write = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+_WRITE_OPTION = "syncd_write"
 
 
 def create_engine(url: str) -> Engine:
@@ -86,6 +100,7 @@ def create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False})
         sa.event.listen(engine, "connect", _on_sqlite_connect)
+        sa.event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     if url.startswith("postgresql"):
         return sa.create_engine(url, pool_pre_ping=True)
@@ -134,8 +149,11 @@ class Warehouse:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """One transaction: committed when the block ends, rolled back on any error."""
-        with self.engine.begin() as conn:
-            yield conn
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
 
     def upsert(
         self,

@@ -1,0 +1,296 @@
+"""`syncd run`: every source on its own schedule, for months.
+
+One APScheduler job per enabled source (interval with jitter, or a crontab line), never two
+runs of one source at once (`max_instances=1`, coalesced; across processes, a per-source lock
+in the warehouse, see `syncd.locks`), a first run at start-up. A source whose run fails waits
+twice its interval, then four times, … up to `[daemon] backoff_max`, while the others go on.
+
+Crash safety comes from the sync engine (every page committed with its cursor in one
+transaction); this module adds the stopping side: SIGTERM/SIGINT set one event that the sync
+loop asks after every committed page and the HTTP layer checks before every request and
+during every wait, so the page in flight is abandoned (its cursor never moved) and the process
+exits 0 within `[daemon] stop_grace`.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from syncd.config import Config, SourceConfig
+from syncd.http import HttpClient
+from syncd.locks import METRICS_LOCK, Locks
+from syncd.metrics.incremental import UpdateStats, update_metrics
+from syncd.service import Readiness, StatusServer, Telemetry, readiness
+from syncd.sync import SourceResult, sync_source
+from syncd.warehouse.store import Warehouse
+
+log = structlog.get_logger("syncd.daemon")
+
+Progress = Callable[[SourceResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a source runs, and the interval its readiness and backoff are measured in."""
+
+    trigger: BaseTrigger
+    interval: timedelta
+    describe: str
+
+
+def schedule_of(source: SourceConfig, config: Config, now: datetime) -> Schedule:
+    jitter = int(config.daemon.jitter.total_seconds()) or None
+    if source.cron:
+        cron = CronTrigger.from_crontab(source.cron, timezone=UTC)
+        cron.jitter = jitter
+        first = cron.get_next_fire_time(None, now)
+        second = cron.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
+        interval = (second - first) if first and second else config.daemon.every
+        return Schedule(cron, interval, f"cron {source.cron!r}")
+    every = source.every or config.daemon.every
+    trigger = IntervalTrigger(seconds=every.total_seconds(), jitter=jitter, timezone=UTC)
+    return Schedule(trigger, every, f"every {every}")
+
+
+class Daemon:
+    """Runs sources: once each (`run_once`), or on their schedules until stopped (`serve`)."""
+
+    def __init__(
+        self,
+        config: Config,
+        warehouse: Warehouse,
+        *,
+        telemetry: Telemetry | None = None,
+        progress: Progress | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.warehouse = warehouse
+        self.telemetry = telemetry or Telemetry()
+        self.progress = progress
+        self.clock = clock
+        self.locks = Locks(warehouse)
+        self.stopping = threading.Event()
+        self.failures: dict[str, int] = {}
+        self._clients: dict[str, HttpClient] = {}
+        self._active: set[str] = set()
+        self._idle = threading.Condition()
+        self._scheduler: BackgroundScheduler | None = None
+        self._schedules: dict[str, Schedule] = {}
+
+    def __repr__(self) -> str:
+        return f"Daemon(sources={[s.name for s in self.config.enabled_sources]})"
+
+    # -- one run of one source ----------------------------------------------------------
+
+    def _client(self, source: SourceConfig) -> HttpClient:
+        """One HTTP client per source: its own pool, stats and secrets."""
+        client = self._clients.get(source.name)
+        if client is None:
+            client = HttpClient(self.config.http, interrupt=self.stopping)
+            self._clients[source.name] = client
+        return client
+
+    def run_source(
+        self, source: SourceConfig, *, full: bool = False, metrics: bool = True
+    ) -> SourceResult | None:
+        """Sync one source under its lock, then (with `metrics`) bring the metric rows up to
+        date. None when another process holds the source's lock or the daemon is stopping."""
+        if self.stopping.is_set():
+            return None
+        with self._idle:
+            self._active.add(source.name)
+        try:
+            with self.locks.hold(source.name) as held:
+                if not held:
+                    log.info("sync.locked", source=source.name, reason="another syncd runs it")
+                    self.telemetry.runs.labels(source.name, "locked").inc()
+                    return None
+                http = self._client(source)
+                before = http.stats.snapshot()
+                result = sync_source(
+                    self.config,
+                    source,
+                    self.warehouse,
+                    http,
+                    full=full,
+                    clock=self.clock,
+                    should_stop=self.stopping.is_set,
+                    progress=self.progress,
+                )
+                self.telemetry.record_run(result, before, http.stats)
+            self._count_outcome(result)
+            if metrics and not self.stopping.is_set():
+                self.update_metrics()
+            return result
+        finally:
+            with self._idle:
+                self._active.discard(source.name)
+                self._idle.notify_all()
+
+    def update_metrics(self) -> UpdateStats:
+        """Incremental metric update; one process at a time (the others wait their turn)."""
+        with self.locks.hold(METRICS_LOCK, wait=True), self.telemetry.metric_updates.time():
+            stats = update_metrics(self.warehouse, as_of=self.clock())
+        log.info("metrics.updated", full=stats.full, buckets=stats.buckets, rows=stats.rows)
+        return stats
+
+    def _count_outcome(self, result: SourceResult) -> None:
+        name = result.source
+        if result.status == "failed":
+            self.failures[name] = self.failures.get(name, 0) + 1
+        elif result.status == "ok":
+            self.failures[name] = 0
+        self.telemetry.failures.labels(name).set(self.failures.get(name, 0))
+
+    def run_once(
+        self, sources: Sequence[str] | None = None, *, full: bool = False
+    ) -> list[SourceResult | None]:
+        """Each selected (default: enabled) source once, one after the other; the metric rows
+        are updated once at the end (by the caller: `update_metrics`)."""
+        selected = (
+            [self.config.source(name) for name in sources]
+            if sources
+            else self.config.enabled_sources
+        )
+        return [self.run_source(source, full=full, metrics=False) for source in selected]
+
+    # -- on a schedule ------------------------------------------------------------------
+
+    def backoff(self, name: str) -> timedelta:
+        """How long a source waits after its latest run: its interval, doubled per
+        consecutive failure, capped at `backoff_max` (but never below the interval)."""
+        interval = self._schedules[name].interval
+        failures = self.failures.get(name, 0)
+        if failures == 0:
+            return interval
+        cap = max(self.config.daemon.backoff_max, interval)
+        longer: timedelta = interval * (2 ** min(failures, 30))
+        return min(longer, cap)
+
+    def _job(self, name: str) -> None:
+        source = self.config.source(name)
+        result = self.run_source(source)
+        if result is None or result.status != "failed" or self._scheduler is None:
+            return
+        delay = self.backoff(name)
+        log.warning(
+            "schedule.backoff",
+            source=name,
+            failures=self.failures[name],
+            next_in_s=delay.total_seconds(),
+            error=result.error,
+        )
+        if not self.stopping.is_set():
+            self._scheduler.modify_job(name, next_run_time=self.clock() + delay)
+
+    def start(self, *, paused: bool = False) -> None:
+        """Schedule every enabled source, first runs now; return at once. `paused` schedules
+        without running anything (for tests and inspection)."""
+        now = self.clock()
+        sources = self.config.enabled_sources
+        scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max(1, self.config.daemon.workers))},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        for source in sources:
+            schedule = schedule_of(source, self.config, now)
+            self._schedules[source.name] = schedule
+            scheduler.add_job(
+                self._job,
+                schedule.trigger,
+                args=(source.name,),
+                id=source.name,
+                name=f"sync {source.name}",
+                next_run_time=now,
+            )
+            log.info("schedule.added", source=source.name, schedule=schedule.describe)
+        self._scheduler = scheduler
+        scheduler.start(paused=paused)
+
+    @property
+    def scheduler(self) -> BackgroundScheduler | None:
+        return self._scheduler
+
+    @property
+    def alive(self) -> bool:
+        return (
+            self._scheduler is not None and self._scheduler.running and not self.stopping.is_set()
+        )
+
+    def readiness(self) -> Readiness:
+        intervals = {name: s.interval for name, s in self._schedules.items()}
+        return readiness(self.warehouse, intervals, self.clock())
+
+    def stop(self) -> bool:
+        """Stop taking runs, let the pages in flight end (abandoned at the next request or
+        wait), up to `stop_grace`. True when every run ended in time."""
+        self.stopping.set()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        deadline = self.config.daemon.stop_grace.total_seconds()
+        with self._idle:
+            ended = self._idle.wait_for(lambda: not self._active, timeout=deadline)
+        for client in self._clients.values():
+            if ended:
+                client.close()
+        if not ended:
+            log.warning("daemon.stop_grace_exceeded", running=sorted(self._active))
+        return bool(ended)
+
+    def install_signals(self) -> dict[signal.Signals, Any]:
+        """SIGTERM/SIGINT set `stopping` (from the main thread only); returns the handlers
+        they replaced, for `restore_signals`."""
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            log.warning("daemon.stopping", signal=signal.Signals(signum).name)
+            self.stopping.set()
+
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, on_signal)
+        return previous
+
+    @staticmethod
+    def restore_signals(previous: dict[signal.Signals, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def serve(self, *, install_signals: bool = True) -> bool:
+        """Run until SIGTERM/SIGINT (or `stop()` from another thread), with the status
+        endpoint when configured. Returns what `stop()` returned."""
+        previous = self.install_signals() if install_signals else {}
+        server: StatusServer | None = None
+        try:
+            if self.config.daemon.listen:
+                server = StatusServer(
+                    self.config.daemon.listen,
+                    telemetry=self.telemetry,
+                    alive=lambda: self.alive,
+                    ready=self.readiness,
+                )
+                server.start()
+            self.start()
+            log.info("daemon.started", sources=len(self._schedules))
+            while not self.stopping.wait(1.0):
+                pass
+            return self.stop()
+        finally:
+            if server is not None:
+                server.stop()
+            self.restore_signals(previous)
