@@ -1,4 +1,4 @@
-"""`syncd` command line: run, sync, check, metrics, export, simulate.
+"""`syncd` command line: run, sync, reconcile, check, metrics, export, simulate.
 
 Exit codes: 0 everything ok · 1 a source failed (the others still synced) or a check failed ·
 2 configuration or usage error.
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", help="with --once: only this source")
     p.add_argument("--full", action="store_true", help="with --once: ignore cursors")
 
+    p = sub.add_parser(
+        "reconcile", help="list every id in scope; tombstone items deleted in the tracker"
+    )
+    with_config(p)
+    p.add_argument("--source", action="append", help="only this source (repeatable)")
+
     p = sub.add_parser("check", help="validate the config and each source's connectivity")
     with_config(p)
 
@@ -114,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler = {
             "run": cmd_run,
             "sync": cmd_sync,
+            "reconcile": cmd_reconcile,
             "check": cmd_check,
             "metrics": cmd_metrics,
             "export": cmd_export,
@@ -231,6 +238,36 @@ def cmd_run(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         os._exit(EXIT_OK)
     warehouse.close()
     return EXIT_OK
+
+
+def cmd_reconcile(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.daemon import Daemon
+
+    names = args.source or [s.name for s in config.enabled_sources]
+    sources = [config.source(name) for name in names]
+    warehouse = _warehouse(config)
+    daemon = Daemon(config, warehouse)
+    previous = daemon.install_signals()
+    failed = False
+    try:
+        for source in sources:
+            result = daemon.reconcile(source)
+            if result is None:
+                print(f"{source.name}: skipped — another syncd is syncing it", file=out)
+            elif result.ok:
+                print(
+                    f"{source.name}: ok — {result.listed} ids listed in {result.requests} "
+                    f"requests, {result.tombstoned} tombstoned, {result.revived} revived",
+                    file=out,
+                )
+            else:
+                failed = True
+                print(f"{source.name}: FAILED — nothing changed\n  error: {result.error}", file=out)
+    finally:
+        daemon.restore_signals(previous)
+        daemon.stop()
+        warehouse.close()
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_check(config: Config, args: argparse.Namespace, out: TextIO) -> int:

@@ -126,6 +126,8 @@ class DaemonConfig(_Strict):
     listen: Annotated[str, BeforeValidator(_listen_address)] = "127.0.0.1:9464"
     #: how long SIGTERM/SIGINT waits for the page in flight before exiting anyway
     stop_grace: Duration = timedelta(seconds=8)
+    #: how often each source's ids are listed to tombstone deleted items; "0s" turns it off
+    reconcile_every: Duration = timedelta(days=1)
 
     @field_validator("every")
     @classmethod

@@ -42,6 +42,10 @@ class Cursor:
 
     watermark: datetime | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
+    #: False while a pass over the stream is under way (the cursor says where to resume it);
+    #: True when this page ended the pass. The sync engine keeps the time the pass began
+    #: across resumptions, so a pass resumed after a crash is bounded by its first start.
+    complete: bool = True
 
 
 @dataclass(slots=True)
@@ -98,3 +102,14 @@ class Connector(Protocol):
 
 
 ConnectorFactory = Callable[["SourceConfig", "HttpClient"], Connector]
+
+
+@runtime_checkable
+class Reconcilable(Protocol):
+    """A connector that can list the ids of every item in a stream's scope cheaply (ids only,
+    large pages, no histories), for the reconciliation pass that tombstones deleted items."""
+
+    def ids(self, stream: str) -> Iterator[str]:
+        """Every tracker id in the stream's scope now. Raise on any failure: a partial listing
+        must never be taken as complete."""
+        ...

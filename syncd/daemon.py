@@ -33,6 +33,7 @@ from syncd.config import Config, SourceConfig
 from syncd.http import HttpClient
 from syncd.locks import METRICS_LOCK, Locks
 from syncd.metrics.incremental import UpdateStats, update_metrics
+from syncd.reconcile import ReconcileResult, reconcile_source
 from syncd.service import Readiness, StatusServer, Telemetry, readiness
 from syncd.sync import SourceResult, sync_source
 from syncd.warehouse.store import Warehouse
@@ -40,6 +41,7 @@ from syncd.warehouse.store import Warehouse
 log = structlog.get_logger("syncd.daemon")
 
 Progress = Callable[[SourceResult], None]
+_RECONCILED = "reconciled_at:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,43 @@ class Daemon:
                 self._active.discard(source.name)
                 self._idle.notify_all()
 
+    def reconcile(self, source: SourceConfig) -> ReconcileResult | None:
+        """List the source's ids and tombstone what is gone, under the source's lock (None
+        when another process holds it or the daemon is stopping)."""
+        if self.stopping.is_set():
+            return None
+        with self._idle:
+            self._active.add(f"reconcile:{source.name}")
+        try:
+            with self.locks.hold(source.name) as held:
+                if not held:
+                    log.info("reconcile.locked", source=source.name)
+                    return None
+                result = reconcile_source(
+                    source, self.warehouse, self._client(source), clock=self.clock
+                )
+                if result.ok:
+                    with self.warehouse.begin() as conn:
+                        self.warehouse.set_meta(
+                            conn, _RECONCILED + source.name, self.clock().isoformat()
+                        )
+            self.telemetry.reconciled.labels(source.name, "tombstoned").inc(result.tombstoned)
+            self.telemetry.reconciled.labels(source.name, "revived").inc(result.revived)
+            if (result.tombstoned or result.revived) and not self.stopping.is_set():
+                self.update_metrics()
+            return result
+        finally:
+            with self._idle:
+                self._active.discard(f"reconcile:{source.name}")
+                self._idle.notify_all()
+
+    def _first_reconcile(self, name: str, now: datetime) -> datetime:
+        """A daily pass survives restarts: due `reconcile_every` after the last one."""
+        last = self.warehouse.get_meta(_RECONCILED + name)
+        if last is None:
+            return now + self.config.daemon.reconcile_every
+        return max(now, datetime.fromisoformat(last) + self.config.daemon.reconcile_every)
+
     def update_metrics(self) -> UpdateStats:
         """Incremental metric update; one process at a time (the others wait their turn)."""
         with self.locks.hold(METRICS_LOCK, wait=True), self.telemetry.metric_updates.time():
@@ -219,6 +258,17 @@ class Daemon:
                 next_run_time=now,
             )
             log.info("schedule.added", source=source.name, schedule=schedule.describe)
+            every = self.config.daemon.reconcile_every
+            if every.total_seconds() > 0:
+                jitter = int(self.config.daemon.jitter.total_seconds()) or None
+                scheduler.add_job(
+                    self.reconcile,
+                    IntervalTrigger(seconds=every.total_seconds(), jitter=jitter, timezone=UTC),
+                    args=(source,),
+                    id=f"reconcile:{source.name}",
+                    name=f"reconcile {source.name}",
+                    next_run_time=self._first_reconcile(source.name, now),
+                )
         self._scheduler = scheduler
         scheduler.start(paused=paused)
 

@@ -31,6 +31,7 @@ ITEM_COLUMNS = (
     "flow_time_s",
     "active_s",
     "wait_s",
+    "deleted_at",
 )
 TRANSITION_COLUMNS = ("source", "key", "at", "from_state", "to_state", "from_stage", "to_stage")
 
@@ -45,9 +46,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def iter_items(warehouse: Warehouse) -> Iterator[dict[str, Any]]:
-    query = (
-        sa.select(ITEMS).where(ITEMS.c.deleted_at.is_(None)).order_by(ITEMS.c.source, ITEMS.c.key)
-    )
+    query = sa.select(ITEMS).order_by(ITEMS.c.source, ITEMS.c.key)
     with warehouse.engine.connect() as conn:
         for r in conn.execution_options(yield_per=2000).execute(query):
             yield {
@@ -67,6 +66,9 @@ def iter_items(warehouse: Warehouse) -> Iterator[dict[str, Any]]:
                 "flow_time_s": r.flow_time_s,
                 "active_s": r.active_s,
                 "wait_s": r.wait_s,
+                # set when a reconciliation found the item gone from the tracker (or from
+                # the source's scope); such items count in no metric
+                "deleted_at": iso(r.deleted_at),
             }
 
 

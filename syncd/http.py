@@ -71,9 +71,12 @@ class HttpStats:
     wait_seconds: float = 0.0
     #: retries by the error class that caused them (RateLimited, ServerError, ...)
     retried: Counter[str] = field(default_factory=Counter)
-    #: waits for a rate limit (a retry after 429/403, or an exhausted budget) and their sum
+    #: retries after a rate limit (429, rate-limit 403) and the seconds they waited
     rate_limit_waits: int = 0
     rate_limit_wait_seconds: float = 0.0
+    #: waits for the reset of a budget a success said was spent, and their seconds
+    budget_waits: int = 0
+    budget_wait_seconds: float = 0.0
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,8 @@ class HttpStats:
             "retried": dict(sorted(self.retried.items())),
             "rate_limit_waits": self.rate_limit_waits,
             "rate_limit_wait_seconds": round(self.rate_limit_wait_seconds, 3),
+            "budget_waits": self.budget_waits,
+            "budget_wait_seconds": round(self.budget_wait_seconds, 3),
         }
 
 
@@ -417,8 +422,8 @@ class HttpClient:
             wait = min(wait, self.config.max_retry_after.total_seconds())
             log.warning("http.rate_limit_exhausted", wait_s=round(wait, 3))
             self.stats.wait_seconds += wait
-            self.stats.rate_limit_waits += 1
-            self.stats.rate_limit_wait_seconds += wait
+            self.stats.budget_waits += 1
+            self.stats.budget_wait_seconds += wait
             self._sleep(wait)
 
     def json(self, method: str, url: str, **kwargs: Any) -> Any:

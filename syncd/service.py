@@ -79,6 +79,12 @@ class Telemetry:
             ["source"],
             registry=r,
         )
+        self.reconciled = Counter(
+            "syncd_reconcile_items",
+            "Items tombstoned (gone from the tracker) or revived by reconciliation",
+            ["source", "change"],
+            registry=r,
+        )
         self.metric_updates = Histogram(
             "syncd_metric_update_duration_seconds",
             "Duration of flow-metric updates after runs",

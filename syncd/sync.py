@@ -7,9 +7,10 @@ nothing and duplicates nothing. One failing source does not stop the others.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import structlog
 
 from syncd.config import Config, SourceConfig
-from syncd.contract import Connector, RunContext
+from syncd.contract import Connector, Cursor, Page, RunContext
 from syncd.errors import Interrupted, SyncdError
 from syncd.http import HttpClient
 from syncd.records import SkipHold
@@ -85,7 +86,7 @@ def sync_source(
             cursor = None if full else warehouse.get_cursor(source.name, stream)
             context = RunContext(
                 run_id=run_id,
-                started_at=started,
+                started_at=_pass_started(cursor, started),
                 lookback=config.sync.lookback,
                 full=full,
                 known_updated=(lambda ids: {})
@@ -94,7 +95,8 @@ def sync_source(
             )
             # skipped records hold the watermark back until a later pass parses them
             hold = SkipHold(cursor, source=source.name, stream=stream)
-            for page in hold.pages(connector.fetch(stream, cursor, context)):
+            fetched = _keep_pass_start(connector.fetch(stream, cursor, context), context)
+            for page in hold.pages(fetched):
                 written = warehouse.commit_page(
                     source=source.name, stream=stream, run_id=run_id, page=page, now=clock()
                 )
@@ -178,6 +180,32 @@ def sync_all(
     """One pass over the selected (default: all enabled) sources."""
     selected = [config.source(name) for name in sources] if sources else config.enabled_sources
     return [sync_source(config, s, warehouse, http, full=full, clock=clock) for s in selected]
+
+
+#: cursor-state key: when the pass over the stream that this cursor resumes began
+PASS_STARTED = "_pass_started"
+
+
+def _pass_started(cursor: Cursor | None, now: datetime) -> datetime:
+    """The start of the pass a cursor resumes (a run cut off mid-stream), else `now`. A
+    resumed pass cannot see changes to the records it passed before the cut, so its final
+    watermark must not move beyond the time the pass first began."""
+    text = cursor.state.get(PASS_STARTED) if cursor is not None else None
+    if not text:
+        return now
+    try:
+        return min(datetime.fromisoformat(str(text)), now)
+    except ValueError:
+        return now
+
+
+def _keep_pass_start(pages: Iterator[Page], context: RunContext) -> Iterator[Page]:
+    """Mid-pass cursors remember when their pass began (see `_pass_started`)."""
+    for page in pages:
+        if not page.cursor.complete:
+            state = {**page.cursor.state, PASS_STARTED: context.started_at.isoformat()}
+            page = dataclasses.replace(page, cursor=dataclasses.replace(page.cursor, state=state))
+        yield page
 
 
 def _iso(value: datetime | None) -> Any:

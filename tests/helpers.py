@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from contextlib import redirect_stdout
+from pathlib import Path
 from typing import Any
 
 from syncd.cli import main
@@ -31,3 +32,26 @@ def run_sync(
         sleep=(sleeps if sleeps is not None else []).append,
     ) as http:
         return sync_all(config, warehouse, http, **kw)
+
+
+def jira_toml(
+    path: Path,
+    url: str,
+    warehouse_url: str,
+    *,
+    email_env: str | None,
+    token_env: str,
+    jql: str = "project = DEMO",
+    top: str = "",
+    source: str = "",
+) -> Path:
+    """Write a config with one Jira source named `jira`; `top` goes before the source (e.g. a
+    `[daemon]` table), `source` after its keys (more keys, or further `[[sources]]`)."""
+    email = f'email_env = "{email_env}"' if email_env else ""
+    path.write_text(
+        f'[warehouse]\nurl = "{warehouse_url}"\n{top}\n[[sources]]\nname = "jira"\n'
+        f'kind = "jira"\nurl = "{url}"\n{email}\ntoken_env = "{token_env}"\njql = "{jql}"\n'
+        f"{source}\n",
+        encoding="utf-8",
+    )
+    return path

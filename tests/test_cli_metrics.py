@@ -160,6 +160,7 @@ def test_items_export_has_hand_computed_figures(config: str) -> None:
         "flow_time_s",
         "active_s",
         "wait_s",
+        "deleted_at",
     }
 
 

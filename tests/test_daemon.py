@@ -16,6 +16,7 @@ from syncd.errors import ConfigError
 from syncd.locks import Locks
 from syncd.simulator.jira import JiraSimulator
 from syncd.warehouse.store import Warehouse
+from tests.helpers import jira_toml
 
 ANCHOR = datetime(2026, 5, 1, tzinfo=UTC)
 EMAIL, TOKEN = "ops@example.com", "daemon-token-9f8e7d6c"
@@ -24,30 +25,18 @@ EMAIL, TOKEN = "ops@example.com", "daemon-token-9f8e7d6c"
 def write_config(
     tmp_path: Path, url: str, warehouse_url: str, *, daemon: str = "", sources: str = ""
 ) -> Config:
-    path = tmp_path / "syncd.toml"
-    path.write_text(
-        f"""
-[warehouse]
-url = "{warehouse_url}"
-[http]
-backoff_initial = "10ms"
-backoff_max = "50ms"
-max_attempts = 2
-[daemon]
-listen = "127.0.0.1:0"
-jitter = "0s"
-{daemon}
-[[sources]]
-name = "jira"
-kind = "jira"
-url = "{url}"
-email_env = "D_EMAIL"
-token_env = "D_TOKEN"
-jql = "project = DEMO"
-every = "10m"
-{sources}
-""",
-        encoding="utf-8",
+    top = (
+        '[http]\nbackoff_initial = "10ms"\nbackoff_max = "50ms"\nmax_attempts = 2\n'
+        f'[daemon]\nlisten = "127.0.0.1:0"\njitter = "0s"\n{daemon}'
+    )
+    path = jira_toml(
+        tmp_path / "syncd.toml",
+        url,
+        warehouse_url,
+        email_env="D_EMAIL",
+        token_env="D_TOKEN",
+        top=top,
+        source=f'every = "10m"\n{sources}',
     )
     return load_config(path)
 
@@ -341,3 +330,75 @@ def test_interrupt_cuts_a_retry_wait_short(tmp_path: Path) -> None:
     with pytest.raises(Interrupted):
         client.request("GET", "http://127.0.0.1:9/x")
     assert calls == [1]  # nothing new is sent once stopping
+
+
+def test_reconciliation_is_scheduled_daily_across_restarts(
+    sim: JiraSimulator, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, sim.base_url, f"sqlite:///{tmp_path / 'w.db'}")
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    warehouse = Warehouse(config.warehouse.url)
+    daemon = Daemon(config, warehouse, clock=lambda: now)
+    daemon.start(paused=True)
+    assert daemon.scheduler is not None
+    job = daemon.scheduler.get_job("reconcile:jira")
+    assert job.next_run_time == now + timedelta(days=1)
+    assert daemon.run_once()[0] is not None
+    result = daemon.reconcile(config.source("jira"))
+    assert result is not None and result.ok and result.listed == 30
+    daemon.stop()
+    later = now + timedelta(hours=5)
+    restarted = Daemon(config, warehouse, clock=lambda: later)
+    restarted.start(paused=True)
+    assert restarted.scheduler is not None
+    due = restarted.scheduler.get_job("reconcile:jira").next_run_time
+    assert due == now + timedelta(days=1)  # a restart does not push the daily pass back
+    restarted.stop()
+    warehouse.close()
+
+
+def test_a_resumed_pass_keeps_the_watermark_of_its_first_start(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    """A pass cut off mid-stream and resumed later cannot see changes to the records it had
+    passed; its final watermark stays at the first start, so the next run fetches them."""
+    from syncd.export import iter_items
+    from syncd.http import HttpClient
+    from syncd.sync import sync_source
+
+    t0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    with JiraSimulator(items=60, seed=7, anchor=ANCHOR, email=EMAIL, token=TOKEN) as sim:
+        config = write_config(
+            tmp_path, sim.base_url, warehouse_url, sources="page_size = 20\nbatch_size = 20"
+        )
+        source = config.source("jira")
+        warehouse = Warehouse(warehouse_url)
+        pages: list[int] = []
+
+        def run(at: datetime, stop_after: int = 0) -> str:
+            pages.clear()
+            with HttpClient(config.http) as http:
+                result = sync_source(
+                    config,
+                    source,
+                    warehouse,
+                    http,
+                    clock=lambda: at,
+                    should_stop=lambda: bool(stop_after) and len(pages) >= stop_after,
+                    progress=lambda r: pages.append(1),
+                )
+            return result.status
+
+        assert run(t0, stop_after=1) == "interrupted"
+        keys = sorted(sim.keys, key=lambda k: int(k.split("-")[1]))
+        early, late = keys[0], keys[-1]  # passed before the cut / still ahead of it
+        sim.transition(early, "Done", t0 + timedelta(minutes=30))
+        sim.transition(late, "Done", t0 + timedelta(minutes=90))
+        assert run(t0 + timedelta(hours=2)) == "ok"
+        cursor = warehouse.get_cursor("jira", "issues")
+        assert cursor is not None and cursor.watermark is not None
+        assert cursor.watermark <= t0
+        assert run(t0 + timedelta(hours=3)) == "ok"
+        states = {r["key"]: r["state"] for r in iter_items(warehouse)}
+        assert states[early] == "Done" and states[late] == "Done"
+        warehouse.close()

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from syncd.metrics.incremental import stored_rows, update_metrics
 from syncd.simulator.jira import JiraSimulator
 from syncd.warehouse.store import CURSORS, RAW, RUNS, Warehouse, engine_url
-from tests.helpers import cli
+from tests.helpers import cli, jira_toml
 from tests.test_cli_commands import _snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,26 +41,14 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def write_config(
     tmp_path: Path, url: str, warehouse_url: str, *, name: str = "syncd.toml", extra: str = ""
 ) -> str:
-    path = tmp_path / name
-    path.write_text(
-        f"""
-[warehouse]
-url = "{warehouse_url}"
-[daemon]
-listen = "127.0.0.1:0"
-jitter = "0s"
-[[sources]]
-name = "jira"
-kind = "jira"
-url = "{url}"
-email_env = "P_EMAIL"
-token_env = "P_TOKEN"
-jql = "project = DEMO"
-page_size = 50
-batch_size = 50
-{extra}
-""",
-        encoding="utf-8",
+    path = jira_toml(
+        tmp_path / name,
+        url,
+        warehouse_url,
+        email_env="P_EMAIL",
+        token_env="P_TOKEN",
+        top='[daemon]\nlisten = "127.0.0.1:0"\njitter = "0s"',
+        source=f"page_size = 50\nbatch_size = 50\n{extra}",
     )
     return str(path)
 
@@ -86,9 +74,25 @@ def _scalar(url: str, query: sa.Select[tuple[int]]) -> int:
         engine.dispose()
 
 
-def pages_of_running_run(url: str) -> int:
-    running = sa.select(RUNS.c.run_id).where(RUNS.c.status == "running").scalar_subquery()
+def pages_of_running_run(url: str, earlier: frozenset[str] = frozenset()) -> int:
+    """Raw pages committed by the newest running run that is not one of `earlier` (a run
+    killed before stays "running" until the next run of its source starts)."""
+    running = (
+        sa.select(RUNS.c.run_id)
+        .where(RUNS.c.status == "running", RUNS.c.run_id.not_in(list(earlier) or [""]))
+        .order_by(RUNS.c.started_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
     return _scalar(url, sa.select(sa.func.count()).select_from(RAW).where(RAW.c.run_id == running))
+
+
+def run_ids(url: str) -> frozenset[str]:
+    warehouse = Warehouse(url)
+    try:
+        return frozenset(r["run_id"] for r in warehouse.runs())
+    finally:
+        warehouse.close()
 
 
 def wait_for(predicate: object, proc: subprocess.Popen[str], what: str) -> None:
@@ -120,6 +124,16 @@ def final_state(url: str, as_of: datetime) -> tuple[object, ...]:
     return items, transitions, cursors, rows
 
 
+def assert_same_state(got: tuple[object, ...], expected: tuple[object, ...]) -> None:
+    """Equal final states, or a message naming the first records that differ."""
+    for name, mine, theirs in zip(
+        ("items", "transitions", "cursors", "metric rows"), got, expected, strict=True
+    ):
+        extra = sorted(set(mine) - set(theirs))[:3]  # type: ignore[call-overload]
+        missing = sorted(set(theirs) - set(mine))[:3]  # type: ignore[call-overload]
+        assert mine == theirs, f"{name} differ: only here {extra}; only in reference {missing}"
+
+
 @pytest.mark.parametrize("seed", [1])
 def test_kill_9_at_random_points_then_restart_equals_an_uninterrupted_run(
     tmp_path: Path, warehouse_url: str, seed: int
@@ -131,28 +145,36 @@ def test_kill_9_at_random_points_then_restart_equals_an_uninterrupted_run(
         for round_ in range(8):
             sim.mutate(rng.randint(1, 40))
             full = round_ % 2 == 0
+            earlier = run_ids(warehouse_url)
             proc = syncd("run", "--once", "-c", config, *(["--full"] if full else []))
             if full:
                 target = rng.randint(1, 40)
-                wait_for(lambda t=target: pages_of_running_run(warehouse_url) >= t, proc, "pages")
+                wait_for(
+                    lambda t=target, e=earlier: pages_of_running_run(warehouse_url, e) >= t,
+                    proc,
+                    "pages",
+                )
             else:
                 time.sleep(rng.uniform(0.3, 1.5))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             killed += proc.returncode == -signal.SIGKILL
         assert killed >= 4
-        finish = syncd("run", "--once", "-c", config)
-        out, _ = finish.communicate(timeout=300)
-        assert finish.returncode == 0, out
+        # the first run resumes the cut-off pass, which cannot see changes to the records it
+        # had passed before the kill; the pass after it starts after the last change
+        for _ in range(2):
+            finish = syncd("run", "--once", "-c", config)
+            out, _ = finish.communicate(timeout=300)
+            assert finish.returncode == 0, out
 
         reference = f"sqlite:///{tmp_path / 'reference.db'}"
         other = write_config(tmp_path, sim.base_url, reference, name="ref.toml")
         code, out = cli(["sync", "-c", other])
         assert code == 0, out
     as_of = datetime.now(UTC) + timedelta(days=1)
-    assert final_state(warehouse_url, as_of) == final_state(reference, as_of)
+    assert_same_state(final_state(warehouse_url, as_of), final_state(reference, as_of))
     statuses = [r["status"] for r in Warehouse(warehouse_url).runs("jira")]
-    assert statuses[-1] == "ok" and statuses.count("interrupted") >= 4
+    assert statuses[-2:] == ["ok", "ok"] and statuses.count("interrupted") >= 4
 
 
 def test_sigterm_commits_nothing_half_done_and_exits_0(tmp_path: Path, warehouse_url: str) -> None:

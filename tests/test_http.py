@@ -19,7 +19,7 @@ from syncd.errors import (
     ServerError,
     TransportError,
 )
-from syncd.http import HttpClient, seconds_until
+from syncd.http import HttpClient, decode_json, seconds_until
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 URL = "https://tracker.example/rest/api/3/thing"
@@ -192,3 +192,57 @@ def test_rate_limits_get_a_larger_retry_budget_than_errors() -> None:
     with client(storm, [], max_attempts=3) as http, pytest.raises(RateLimited):
         http.request("GET", URL)
     assert len(seen) == 12  # 4 x max_attempts, then the rate limit is reported
+
+
+def test_a_body_that_is_not_json_is_retried_within_max_attempts() -> None:
+    page = httpx.Response(200, json={"issues": [1, 2]})
+    cut = httpx.Response(
+        200, content=b'{"issues": [1,', headers={"content-type": "application/json"}
+    )
+    html = httpx.Response(200, text="<html>sign in</html>", headers={"content-type": "text/html"})
+    handler, seen = sequence(html, cut, page)
+    sleeps: list[float] = []
+    with client(handler, sleeps, max_attempts=3) as http:
+        assert http.json("POST", URL, json_body={"query": "{ viewer { login } }"}) == {
+            "issues": [1, 2]
+        }
+        assert http.stats.retries == 2 and dict(http.stats.retried) == {"MalformedPage": 2}
+        assert http.stats.rate_limit_waits == 0
+    assert len(seen) == 3 and len(sleeps) == 2
+
+
+def test_a_body_that_stays_broken_fails_as_malformed_page_after_max_attempts() -> None:
+    handler, seen = sequence(httpx.Response(200, content=b"<html>", headers={"x": "y"}))
+    with client(handler, [], max_attempts=4) as http, pytest.raises(MalformedPage) as err:
+        http.request("GET", URL + "?token=abc123secret")
+    assert len(seen) == 4
+    assert err.value.url == URL and "abc123secret" not in str(err.value)
+    assert "GET " + URL in str(err.value)
+
+
+def test_the_decoded_body_is_kept_for_decode_json_and_304_is_not_decoded() -> None:
+    handler, _ = sequence(httpx.Response(200, json={"a": [1]}))
+    with client(handler, []) as http:
+        response = http.request("GET", URL)
+        assert decode_json(response) is decode_json(response)  # decoded once, in the loop
+    handler, seen = sequence(httpx.Response(304), httpx.Response(200, text="plain"))
+    with client(handler, []) as http:
+        assert http.request("GET", URL).status_code == 304
+        assert http.request("GET", URL, expect_json=False).text == "plain"
+    assert len(seen) == 2  # neither was retried
+
+
+def test_rate_limit_and_budget_waits_are_counted_apart() -> None:
+    handler, _ = sequence(
+        httpx.Response(429, headers={"Retry-After": "3"}),
+        httpx.Response(
+            200, json={}, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "20"}
+        ),
+    )
+    sleeps: list[float] = []
+    with client(handler, sleeps) as http:
+        http.json("GET", URL)
+        stats = http.stats.snapshot()
+    assert stats["rate_limit_waits"] == 1 and 3.0 <= stats["rate_limit_wait_seconds"] <= 3.2
+    assert stats["budget_waits"] == 1 and stats["budget_wait_seconds"] == 20.0
+    assert stats["retried"] == {"RateLimited": 1}

@@ -239,6 +239,18 @@ class GitHubConnector:
             yield page
             next_url = response.links.get("next", {}).get("url")
 
+    def ids(self, stream: str) -> Iterator[str]:
+        """Every issue and pull request id of the repository (the issues listing holds both),
+        100 a page."""
+        params = {"state": "all", "per_page": 100}
+        for page in self._pages(f"{self.base}/repos/{stream}/issues", params):
+            if not isinstance(page, list):
+                raise MalformedPage(f"issues of {stream}: expected a JSON array")
+            for entry in page:
+                if not isinstance(entry, Mapping) or entry.get("id") is None:
+                    raise MalformedPage(f"issues of {stream}: an entry without an id")
+                yield str(entry["id"])
+
     def _graphql(
         self, query: str, variables: Mapping[str, Any], raws: list[RawPage], stream: str
     ) -> Mapping[str, Any]:
@@ -390,6 +402,7 @@ class GitHubConnector:
                         "etag": etag,
                         "seen": seen.isoformat() if seen else None,
                     },
+                    complete=False,
                 )
             else:
                 best = max((t for t in (watermark, seen) if t is not None), default=None)

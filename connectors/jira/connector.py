@@ -178,6 +178,35 @@ class JiraConnector:
         else:
             yield from self._fetch_datacenter(watermark, state, run, mapping, raws)
 
+    def ids(self, stream: str) -> Iterator[str]:
+        """Every issue id in the JQL scope: ids only, in the largest pages Jira gives (5000 on
+        Cloud's search/jql, 1000 on Data Center's search)."""
+        if stream != STREAM:
+            raise ConfigError(f"Jira sources have one stream, {STREAM!r}, not {stream!r}")
+        self.deployment = self.deployment or self._detect()
+        jql = self._jql(None)
+        if self.deployment == "cloud":
+            token: str | None = None
+            while True:
+                body: dict[str, Any] = {"jql": jql, "fields": ["id"], "maxResults": 5000}
+                if token:
+                    body["nextPageToken"] = token
+                page = self._call("POST", "/rest/api/3/search/jql", None, body=body)
+                yield from _issue_ids(page, "search/jql")
+                token = page.get("nextPageToken")
+                if not token or page.get("isLast"):
+                    return
+        start_at = 0
+        while True:
+            params = {"jql": jql, "startAt": start_at, "maxResults": 1000, "fields": "id"}
+            page = self._get("/rest/api/2/search", None, params=params)
+            found = list(_issue_ids(page, "search"))
+            yield from found
+            start_at += len(found)
+            total = page.get("total")
+            if not found or (isinstance(total, int) and start_at >= total):
+                return
+
     # -- shared pieces -------------------------------------------------------------------
 
     def _api(self) -> str:
@@ -250,7 +279,7 @@ class JiraConnector:
                 **resume,
                 "seen": seen.isoformat() if seen else None,
             }
-            cursor = Cursor(watermark=watermark, state=state)
+            cursor = Cursor(watermark=watermark, state=state, complete=False)
         page = Page(raws=list(raws), items=items, cursor=cursor, skipped=skipped)
         raws.clear()
         return page
@@ -510,6 +539,15 @@ class JiraConnector:
         if status:
             return f"{self.base} answered HTTP {status}: {text}"
         return f"cannot reach {self.base}: {type(exc).__name__}: {text}"
+
+
+def _issue_ids(page: Any, what: str) -> Iterator[str]:
+    if not isinstance(page, Mapping) or not isinstance(page.get("issues"), list):
+        raise MalformedPage(f"{what}: expected an object with an 'issues' array")
+    for issue in page["issues"]:
+        if not isinstance(issue, Mapping) or issue.get("id") is None:
+            raise MalformedPage(f"{what}: an issue without an id")
+        yield str(issue["id"])
 
 
 def _jira_updated(issue: Mapping[str, Any]) -> Any:

@@ -4,7 +4,8 @@
 A simulator subclasses `Simulator` and implements `_api` (one `ApiRequest` → `Response`),
 `_error` (the tracker's error body), `_stats` (its counts for `/_sim/stats`) and `mutate`.
 Everything else (threads, sockets, keep-alive shutdown, JSON bodies, request records,
-control endpoints, collector pauses, command-line options and signals) lives here once.
+control endpoints, collector pauses, fault injection, command-line options and signals)
+lives here once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import hmac
 import json
 import os
 import signal
+import socket
+import struct
 import sys
 import threading
 from collections import Counter, OrderedDict
@@ -30,6 +33,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from syncd.simulator.faults import (
+    BODY_KINDS,
+    DEFAULT_HOLD,
+    KINDS,
+    DroppedConnection,
+    FaultInjector,
+    FaultPlan,
+    cut_json,
+    drop_creation_time,
+    error_page,
+)
 
 __all__ = [
     "ApiRequest",
@@ -202,7 +217,9 @@ class Simulator(abc.ABC):
 
     Subclasses hold their data under `self._lock` (re-entrant); every API request is recorded
     as a `RequestRecord`; control endpoints (`/_sim/...`) never need auth, are never rate
-    limited and are not recorded.
+    limited or faulted and are not recorded. With `inject_faults`, API requests fail now and
+    then in the ways of `syncd.simulator.faults`; faults answered without asking the tracker
+    (rate limits, 5xx, HTML pages, dropped connections) are not recorded either.
     """
 
     server_name = "Simulator/1.0"
@@ -227,6 +244,7 @@ class Simulator(abc.ABC):
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._base = "http://127.0.0.1"
+        self._faults: FaultInjector | None = None
 
     # ------------------------------------------------------------------ to implement
 
@@ -246,6 +264,34 @@ class Simulator(abc.ABC):
     @abc.abstractmethod
     def mutate(self, count: int, at: datetime | None = None) -> Sequence[Any]:
         """Give `count` items one plausible next change; returns what changed."""
+
+    def _secondary_rate_limit(self, number: int, retry_after: int) -> Response | None:
+        """This tracker's secondary-rate-limit refusal of API request `number`, asking to
+        wait `retry_after` seconds; None for trackers that have no such limit."""
+        return None
+
+    # ------------------------------------------------------------------ faults
+
+    def fault_kinds(self) -> tuple[str, ...]:
+        """The fault kinds this simulator can inject."""
+        if type(self)._secondary_rate_limit is Simulator._secondary_rate_limit:
+            return tuple(kind for kind in KINDS if kind != "403-secondary")
+        return KINDS
+
+    def inject_faults(self, plan: FaultPlan | str | None, *, seed: int = 0) -> None:
+        """Fail API requests from now on as `plan` says (a `FaultPlan`, or its text form
+        `0.1` / `429=0.02,reset=0.01` drawn with `seed`); None stops injecting. Counts
+        start again from zero."""
+        if isinstance(plan, str):
+            plan = FaultPlan.parse(plan, seed=seed)
+        injector = FaultInjector(plan, self.fault_kinds()) if plan is not None else None
+        with self._lock:
+            self._faults = injector
+
+    @property
+    def faults(self) -> FaultInjector | None:
+        """The fault injector in use (None when requests are not faulted)."""
+        return self._faults
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -268,6 +314,7 @@ class Simulator(abc.ABC):
         if server is None:
             return
         server.stopping = True  # kept-alive connections get no further answers
+        server.halt.set()
         server.shutdown()
         server.server_close()
         if self._thread is not None:
@@ -309,20 +356,86 @@ class Simulator(abc.ABC):
     def handle(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        """Answer one HTTP request: (status, headers, body). Used by the server thread."""
+        """Answer one HTTP request: (status, headers, body). Used by the server thread;
+        raises DroppedConnection when an injected fault is no answer at all."""
         parts = urlsplit(target)
         path = unquote(parts.path)
         query = parse_qs(parts.query, keep_blank_values=True)
+        injector = None if path.startswith("/_sim/") else self._faults
+        fault = injector.draw() if injector is not None else None
         with gc_paused():
+            response: Response | None = None
             if path.startswith("/_sim/"):
                 with self._lock:
                     self._control_count += 1
                 response = self._control(method, path, query)
-            else:
+            elif injector is not None and fault is not None:
+                response = self._fault_response(fault, injector)
+            if response is None:
                 response = self._serve_api(method, path, query, headers, body)
             payload = response.raw if response.raw is not None else dump_json(response.body)
         out = {"Content-Type": self.content_type, **response.headers}
+        if injector is not None and fault in BODY_KINDS and 200 <= response.status < 300:
+            payload = self._bend(str(fault), injector, response.status, out, payload)
         return response.status, out, payload
+
+    def _fault_response(self, fault: str, injector: FaultInjector) -> Response | None:
+        """The answer standing in for the tracker's for `fault`; None when the tracker must
+        answer first (faults that bend its answer). Raises DroppedConnection for faults
+        that are no answer at all."""
+        plan = injector.plan
+        response: Response | None = None
+        if fault == "429":
+            response = self._error(429, "Rate limit exceeded. Try again later.")
+            response.headers["Retry-After"] = str(plan.retry_after)
+        elif fault == "429-bare":
+            response = self._error(429, "Rate limit exceeded. Try again later.")
+        elif fault == "403-secondary":
+            with self._lock:
+                number = self._api_count + 1
+            response = self._secondary_rate_limit(number, plan.retry_after)
+        elif fault == "500":
+            response = self._error(500, "Internal server error")
+        elif fault in ("502", "503", "504", "html"):
+            status = 200 if fault == "html" else int(fault)
+            response = Response(
+                status, None, {"Content-Type": "text/html; charset=utf-8"}, raw=error_page(status)
+            )
+        elif fault in ("timeout", "reset"):
+            injector.applied(fault)
+            raise DroppedConnection(fault, hold=plan.hold if fault == "timeout" else 0.0)
+        if response is not None:
+            injector.applied(fault)
+        return response
+
+    def _bend(
+        self,
+        fault: str,
+        injector: FaultInjector,
+        status: int,
+        headers: dict[str, str],
+        payload: bytes,
+    ) -> bytes:
+        """The tracker's 2xx `payload` bent by a body fault (unchanged when it cannot be)."""
+        if fault == "truncated" and len(payload) >= 2:
+            injector.applied(fault)
+            raise DroppedConnection(
+                fault,
+                head=(status, headers),
+                partial=payload[: len(payload) // 2],
+                length=len(payload),
+            )
+        bent = (
+            cut_json(payload, injector)
+            if fault == "malformed"
+            else drop_creation_time(payload, injector)
+            if fault == "missing-field"
+            else None
+        )
+        if bent is None:
+            return payload
+        injector.applied(fault)
+        return bent
 
     def _serve_api(
         self,
@@ -366,6 +479,7 @@ class Simulator(abc.ABC):
         if path == "/_sim/stats":
             with self._lock:
                 by_path = Counter(r.path for r in self._records)
+                faults = self._faults.counts() if self._faults is not None else None
                 return Response(
                     200,
                     {
@@ -373,9 +487,41 @@ class Simulator(abc.ABC):
                         "by_path": dict(sorted(by_path.items())),
                         **self._stats(),
                         "control_requests": self._control_count,
+                        **({"faults": faults} if faults is not None else {}),
                     },
                 )
+        if path == "/_sim/faults":
+            return self._control_faults(method, query)
         return self._error(404, f"Unknown control endpoint {path}.")
+
+    def _control_faults(self, method: str, query: dict[str, list[str]]) -> Response:
+        """`GET /_sim/faults`: plan and counts; `POST /_sim/faults?spec=0.1&seed=3` (also
+        `retry_after`, `hold`): inject from now on (`spec=off` stops)."""
+        if method == "POST":
+            spec = (query.get("spec") or [""])[0].strip()
+            try:
+                plan = (
+                    None
+                    if spec in ("", "off", "0")
+                    else FaultPlan.parse(
+                        spec,
+                        seed=int((query.get("seed") or ["0"])[0]),
+                        retry_after=int((query.get("retry_after") or ["1"])[0]),
+                        hold=float((query.get("hold") or [str(DEFAULT_HOLD)])[0]),
+                    )
+                )
+                self.inject_faults(plan)
+            except ValueError as error:
+                return self._error(400, str(error))
+        elif method != "GET":
+            return self._error(405, "Use GET or POST /_sim/faults.")
+        injector = self._faults
+        return Response(
+            200,
+            injector.snapshot()
+            if injector is not None
+            else {"plan": None, "requests": 0, "injected": {}, "total": 0},
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -394,13 +540,35 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        status, out, payload = server.sim.handle(self.command, self.path, headers, raw)
+        try:
+            status, out, payload = server.sim.handle(self.command, self.path, headers, raw)
+        except DroppedConnection as drop:
+            self._drop(drop, server)
+            return
         self.send_response(status)
         for name, value in out.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+    def _drop(self, drop: DroppedConnection, server: _Server) -> None:
+        """Hold, cut short or reset the connection as an injected fault says."""
+        self.close_connection = True
+        if drop.hold > 0:
+            server.halt.wait(drop.hold)
+        if drop.head is not None:  # a body shorter than promised, then an orderly close
+            status, headers = drop.head
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(drop.length))
+            self.end_headers()
+            self.wfile.write(drop.partial)
+            return
+        with contextlib.suppress(OSError):  # RST instead of FIN: a reset connection
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
 
     do_GET = _serve
     do_POST = _serve
@@ -419,6 +587,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], sim: Simulator) -> None:
         self.sim = sim
         self.stopping = False
+        self.halt = threading.Event()  # ends connections held by `timeout` faults
         super().__init__(address, _Handler)
 
 
@@ -443,6 +612,22 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
         "--mutate-every", type=float, default=0.0, help="seconds between mutations (0: never)"
     )
     parser.add_argument("--mutate-count", type=int, default=1, help="items changed per mutation")
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help="fail API requests: a fraction over every kind (0.1) or kind=rate pairs "
+        f"(429=0.02,reset=0.01); kinds: {', '.join(KINDS)}",
+    )
+    parser.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
+    parser.add_argument(
+        "--fault-retry-after", type=int, default=1, help="Retry-After seconds of 429/403 faults"
+    )
+    parser.add_argument(
+        "--fault-hold",
+        type=float,
+        default=DEFAULT_HOLD,
+        help="seconds a timeout fault holds the connection (beyond the client's timeout)",
+    )
 
 
 def serving_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -489,6 +674,15 @@ def run_cli(
     args = parser.parse_args(argv)
     try:
         sim, describe = build(args)
+        if args.faults:
+            sim.inject_faults(
+                FaultPlan.parse(
+                    args.faults,
+                    seed=args.fault_seed,
+                    retry_after=args.fault_retry_after,
+                    hold=args.fault_hold,
+                )
+            )
     except (CliError, ValueError) as error:
         print(f"simulator: {error}", file=sys.stderr)
         return 2
@@ -500,7 +694,8 @@ def serve_until_signalled(
 ) -> int:
     """Serve `sim` on `args.port` until SIGINT/SIGTERM, printing `describe(url)` once
     listening; returns 0. With `args.mutate_every` > 0, `args.mutate_count` items change
-    every `args.mutate_every` seconds (the options of `add_serving_arguments`)."""
+    every `args.mutate_every` seconds (the options of `add_serving_arguments`). Faults
+    injected are printed when it stops."""
     port, mutate_every, mutate_count = args.port, args.mutate_every, args.mutate_count
     stop = threading.Event()
 
@@ -524,4 +719,13 @@ def serve_until_signalled(
         sim.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    injector = sim.faults
+    if injector is not None:
+        snapshot = injector.snapshot()
+        counts = ", ".join(f"{kind}={n}" for kind, n in snapshot["injected"].items())
+        print(
+            f"simulator: {snapshot['total']} faults injected in {snapshot['requests']} API "
+            f"requests" + (f" ({counts})" if counts else ""),
+            flush=True,
+        )
     return 0

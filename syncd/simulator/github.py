@@ -617,6 +617,12 @@ class GitHubSimulator(Simulator):
         doc = f"{DOCS}/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
         return _GitHubError(403, message, doc, headers)
 
+    def _secondary_rate_limit(self, number: int, retry_after: int) -> Response | None:
+        """The secondary-limit 403 for an injected fault (see `syncd.simulator.faults`)."""
+        error = self._secondary_limit(f"5EED:{self.seed & 0xFFFF:04X}:{number:08X}")
+        error.headers["retry-after"] = str(retry_after)
+        return error.response()
+
     def _graphql(self, request: ApiRequest, now: int) -> Response:
         if not self.graphql or request.method != "POST":
             raise _not_found("https://docs.github.com/graphql")

@@ -475,6 +475,25 @@ class JiraSimulator(Simulator):
             self._version += 1
             return changed
 
+    def move_issue(self, key: str, new_key: str, at: datetime) -> None:
+        """Move an issue to another project, as Jira's "Move" does: same id, new key, and a
+        changelog entry recording the old and new key and project."""
+        project = new_key.rpartition("-")[0]
+        with self._lock:
+            issue = self._issue(key)
+            if new_key in self._by_key:
+                raise ValueError(f"{new_key} exists already")
+            when = max(int(at.timestamp() * 1000), issue.updated + 1)
+            items = [
+                ChangeItem("Key", "jira", None, None, issue.key, None, new_key),
+                ChangeItem("project", "jira", "project", None, issue.project, None, project),
+            ]
+            issue.histories.append(History(self._history_id(), when, USERS[0], items))
+            del self._by_key[issue.key]
+            issue.key, issue.project, issue.updated = new_key, project, when
+            self._by_key[new_key] = issue.id
+            self._version += 1
+
     def delete_issue(self, key: str) -> None:
         """Delete an issue (and its links); it disappears from every endpoint."""
         with self._lock:

@@ -420,6 +420,40 @@ class Warehouse:
         if rows:
             conn.execute(DIRTY.insert(), rows)
 
+    def reconcile(self, source: str, present: set[str], now: datetime) -> tuple[int, int]:
+        """After a complete listing: tombstone the source's items that are not in `present`
+        (kept, with `deleted_at`) and revive tombstoned ones that are back. The metric spans of
+        both are marked dirty. Returns (tombstoned, revived)."""
+        with self.begin() as conn:
+            rows = conn.execute(
+                sa.select(
+                    ITEMS.c.item_id,
+                    ITEMS.c.deleted_at,
+                    ITEMS.c.value_stream,
+                    ITEMS.c.work_start,
+                    ITEMS.c.work_end,
+                ).where(ITEMS.c.source == source)
+            ).all()
+            gone = [r for r in rows if r.deleted_at is None and r.item_id not in present]
+            back = [r for r in rows if r.deleted_at is not None and r.item_id in present]
+            for group, value in ((gone, now), (back, None)):
+                for chunk in _chunks([r.item_id for r in group]):
+                    conn.execute(
+                        ITEMS.update()
+                        .where(ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))
+                        .values(deleted_at=value)
+                    )
+            self._mark_dirty(
+                conn,
+                [
+                    (r.value_stream, r.work_start, r.work_end)
+                    for r in (*gone, *back)
+                    if r.work_start is not None or r.work_end is not None
+                ],
+                now,
+            )
+        return len(gone), len(back)
+
     def take_dirty(self, conn: Connection) -> list[tuple[str, datetime, datetime]]:
         """Read and clear the dirty spans (inside the caller's transaction)."""
         rows = conn.execute(
