@@ -473,18 +473,8 @@ def test_records_skipped_for_a_missing_field_are_fetched_again_by_the_next_run(
     tracker: tuple[str, Simulator],
     tmp_path: Path,
     warehouse_url: str,
-    request: pytest.FixtureRequest,
 ) -> None:
     name, sim = tracker
-    if name == "github":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="the GitHub connector parses timeline events before records.parse_all "
-                "(_graphql_timelines / _rest_timelines): an event without createdAt fails the "
-                "run instead of skipping its item",
-            )
-        )
     config = _config(tmp_path / "b", name, sim, warehouse_url)
     warehouse = Warehouse(warehouse_url)
     sim.inject_faults(FaultPlan(rates={"missing-field": 1.0}, seed=3))

@@ -15,8 +15,9 @@ where GraphQL is unavailable.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -425,7 +426,7 @@ class GitHubConnector:
     ) -> tuple[list[FlowItem], int]:
         if not entries:
             return [], 0
-        timelines: dict[int, tuple[list[Event], list[tuple[str, list[str]]]]] = {}
+        timelines: dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]] = {}
         if self.graphql_available:
             try:
                 timelines = self._graphql_timelines(repo, entries, raws)
@@ -443,7 +444,7 @@ class GitHubConnector:
             events, closing = timelines[int(entry["number"])]
             return parse_item(
                 entry,
-                events,
+                events(),  # parsed here, so a bad event skips its item, not the run
                 self.mapping,
                 repo=repo,
                 source=self.config.name,
@@ -465,9 +466,9 @@ class GitHubConnector:
         repo: str,
         entries: Sequence[Mapping[str, Any]],
         raws: list[RawPage],
-    ) -> dict[int, tuple[list[Event], list[tuple[str, list[str]]]]]:
+    ) -> dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]]:
         owner, name = repo.split("/", 1)
-        out: dict[int, tuple[list[Event], list[tuple[str, list[str]]]]] = {}
+        out: dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]] = {}
         size = self.config.batch_size
         for start in range(0, len(entries), size):
             chunk = entries[start : start + size]
@@ -520,7 +521,7 @@ class GitHubConnector:
                     )
                     for ref in (node.get("closingIssuesReferences") or {}).get("nodes") or ()
                 ]
-                out[number] = (events_from_graphql(nodes, key), closing)
+                out[number] = (functools.partial(events_from_graphql, nodes, key), closing)
         return out
 
     def _rest_timelines(
@@ -528,8 +529,8 @@ class GitHubConnector:
         repo: str,
         entries: Sequence[Mapping[str, Any]],
         raws: list[RawPage],
-    ) -> dict[int, tuple[list[Event], list[tuple[str, list[str]]]]]:
-        def one(number: int) -> tuple[int, list[Event], list[RawPage]]:
+    ) -> dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]]:
+        def one(number: int) -> tuple[int, Callable[[], list[Event]], list[RawPage]]:
             local: list[RawPage] = []
             timeline: list[Mapping[str, Any]] = []
             url: str | None = f"{self.base}/repos/{repo}/issues/{number}/timeline"
@@ -540,10 +541,10 @@ class GitHubConnector:
                     raise MalformedPage(f"timeline of {repo}#{number}: expected a JSON array")
                 timeline.extend(page)
                 url, params = response.links.get("next", {}).get("url"), None
-            return number, events_from_rest(timeline, f"{repo}#{number}"), local
+            return number, functools.partial(events_from_rest, timeline, f"{repo}#{number}"), local
 
         numbers = [int(e["number"]) for e in entries]
-        out: dict[int, tuple[list[Event], list[tuple[str, list[str]]]]] = {}
+        out: dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]] = {}
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             for number, events, local in pool.map(one, numbers):
                 out[number] = (events, [])
