@@ -219,6 +219,41 @@ class SourceConfig(BaseModel):
         return read_secret(self.token_env, self.token_file, f"sources.{self.name}")
 
 
+#: source keys that change how or when a source is fetched, not what its items are
+_OPERATIONAL_KEYS = frozenset(
+    {
+        "name",
+        "enabled",
+        "every",
+        "cron",
+        "token_env",
+        "token_file",
+        "email_env",
+        "email",
+        "app_id",
+        "app_private_key_file",
+        "app_installation_id",
+        "page_size",
+        "batch_size",
+        "per_page",
+        "concurrency",
+        "graphql",
+        "graphql_batch_size",
+    }
+)
+
+
+def scope_fingerprint(source: SourceConfig) -> str:
+    """A digest of what decides a source's items: URL, scope and mapping. When it changes,
+    the stored items may be wrong or incomplete, and the source is synced afresh."""
+    import hashlib
+    import json
+
+    data = source.model_dump(mode="json", exclude=set(_OPERATIONAL_KEYS))
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def read_secret(
     env: str | None,
     file: Path | None,

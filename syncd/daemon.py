@@ -29,7 +29,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from syncd.config import Config, SourceConfig
+from syncd.config import Config, SourceConfig, scope_fingerprint
 from syncd.http import HttpClient
 from syncd.locks import METRICS_LOCK, Locks
 from syncd.metrics.incremental import UpdateStats, update_metrics
@@ -42,6 +42,8 @@ log = structlog.get_logger("syncd.daemon")
 
 Progress = Callable[[SourceResult], None]
 _RECONCILED = "reconciled_at:"
+_SCOPE = "scope:"  # the fingerprint of the source's scope and mapping its items reflect
+_RESYNC = "resync_since:"  # a resync in progress, and when it began
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +124,7 @@ class Daemon:
                     self.telemetry.runs.labels(source.name, "locked").inc()
                     return None
                 http = self._client(source)
+                resync_since = None if full else self._resync_since(source)
                 before = http.stats.snapshot()
                 result = sync_source(
                     self.config,
@@ -132,8 +135,11 @@ class Daemon:
                     clock=self.clock,
                     should_stop=self.stopping.is_set,
                     progress=self.progress,
+                    resync_since=resync_since,
                 )
                 self.telemetry.record_run(result, before, http.stats)
+                if result.status == "ok" and resync_since is not None:
+                    self._finish_resync(source, http)
             self._count_outcome(result)
             if metrics and not self.stopping.is_set():
                 self.update_metrics()
@@ -142,6 +148,36 @@ class Daemon:
             with self._idle:
                 self._active.discard(source.name)
                 self._idle.notify_all()
+
+    def _resync_since(self, source: SourceConfig) -> datetime | None:
+        """When the source's scope or mapping changed since its items were stored, start a
+        resync (cursors forgotten, every item refetched, resumable across runs) and return
+        when it began; None when nothing changed. Called under the source's lock."""
+        fingerprint = scope_fingerprint(source)
+        stored = self.warehouse.get_meta(_SCOPE + source.name)
+        pending = self.warehouse.get_meta(_RESYNC + source.name)
+        if stored is None:  # first sight of this source: nothing to compare yet
+            with self.warehouse.begin() as conn:
+                self.warehouse.set_meta(conn, _SCOPE + source.name, fingerprint)
+        elif stored != fingerprint:
+            pending = self.clock().isoformat()
+            log.warning(
+                "sync.config_changed",
+                source=source.name,
+                action="resync: every item in scope is fetched again, then reconciled",
+            )
+            self.warehouse.start_resync(
+                source.name, {_SCOPE + source.name: fingerprint, _RESYNC + source.name: pending}
+            )
+        return datetime.fromisoformat(pending) if pending else None
+
+    def _finish_resync(self, source: SourceConfig, http: HttpClient) -> None:
+        """After a complete resync: tombstone what the new scope no longer holds."""
+        outcome = reconcile_source(source, self.warehouse, http, clock=self.clock)
+        self.warehouse.delete_meta(_RESYNC + source.name)  # the items are current either way
+        if outcome.ok:
+            self.telemetry.reconciled.labels(source.name, "tombstoned").inc(outcome.tombstoned)
+            self.telemetry.reconciled.labels(source.name, "revived").inc(outcome.revived)
 
     def reconcile(self, source: SourceConfig) -> ReconcileResult | None:
         """List the source's ids and tombstone what is gone, under the source's lock (None

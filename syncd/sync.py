@@ -63,12 +63,14 @@ def sync_source(
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[SourceResult], None] | None = None,
+    resync_since: datetime | None = None,
 ) -> SourceResult:
     """Sync one source. Never raises for tracker or data problems: they fail the result.
 
     `should_stop` is asked after every committed page; an `Interrupted` raised from inside the
     connector (the HTTP layer does when the process is stopping) abandons the page in flight.
-    `progress` is called after every committed page."""
+    `progress` is called after every committed page. With `resync_since`, items written
+    before that time count as unknown, so they are fetched again even if unchanged."""
     run_id = uuid.uuid4().hex[:12]
     started = clock()
     result = SourceResult(source=source.name, run_id=run_id)
@@ -91,7 +93,9 @@ def sync_source(
                 full=full,
                 known_updated=(lambda ids: {})
                 if full
-                else (lambda ids: warehouse.known_updated(source.name, ids)),
+                else (
+                    lambda ids: warehouse.known_updated(source.name, ids, synced_since=resync_since)
+                ),
             )
             # skipped records hold the watermark back until a later pass parses them
             hold = SkipHold(cursor, source=source.name, stream=stream)

@@ -402,3 +402,85 @@ def test_a_resumed_pass_keeps_the_watermark_of_its_first_start(
         states = {r["key"]: r["state"] for r in iter_items(warehouse)}
         assert states[early] == "Done" and states[late] == "Done"
         warehouse.close()
+
+
+def test_a_changed_mapping_or_scope_resyncs_the_source_then_reconciles(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    from syncd.export import iter_items
+
+    with JiraSimulator(items=40, seed=9, anchor=ANCHOR, email=EMAIL, token=TOKEN) as sim:
+        config = write_config(tmp_path, sim.base_url, warehouse_url)
+        warehouse = Warehouse(warehouse_url)
+        daemon = Daemon(config, warehouse)
+        [first] = daemon.run_once()
+        assert first is not None and first.items == 40
+        [unchanged] = daemon.run_once()
+        assert unchanged is not None and unchanged.items == 0  # nothing changed: nothing redone
+        stage_of = {r["key"]: (r["state"], r["stage"]) for r in iter_items(warehouse)}
+        in_progress = [k for k, (state, _) in stage_of.items() if state == "In Progress"]
+        assert in_progress
+        daemon.stop()
+
+        remapped = write_config(
+            tmp_path,
+            sim.base_url,
+            warehouse_url,
+            sources='[sources.stages]\n"In Progress" = "waiting"',
+        )
+        daemon = Daemon(remapped, warehouse)
+        [again] = daemon.run_once()
+        assert again is not None and again.status == "ok" and again.items == 40
+        stages = {r["key"]: r["stage"] for r in iter_items(warehouse)}
+        assert all(stages[k] == "waiting" for k in in_progress)
+        [settled] = daemon.run_once()
+        assert settled is not None and settled.items == 0  # the resync is over
+        daemon.stop()
+        warehouse.close()
+
+
+def test_an_interrupted_resync_resumes_instead_of_starting_over(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    with JiraSimulator(items=60, seed=2, anchor=ANCHOR, email=EMAIL, token=TOKEN) as sim:
+        small = "page_size = 20\nbatch_size = 20"
+        config = write_config(tmp_path, sim.base_url, warehouse_url, sources=small)
+        warehouse = Warehouse(warehouse_url)
+        daemon = Daemon(config, warehouse)
+        assert daemon.run_once()[0] is not None
+        daemon.stop()
+        remapped = write_config(
+            tmp_path,
+            sim.base_url,
+            warehouse_url,
+            sources=f'{small}\n[sources.stages]\n"In Review" = "active"',
+        )
+        cut = Daemon(remapped, warehouse)
+        cut.progress = lambda result: cut.stopping.set()  # stop after the first page
+        [interrupted] = cut.run_once()
+        assert interrupted is not None and interrupted.status == "interrupted"
+        assert interrupted.items == 20
+        resumed = Daemon(remapped, warehouse)
+        [rest] = resumed.run_once()
+        assert rest is not None and rest.status == "ok" and rest.items == 40
+        resumed.stop()
+        warehouse.close()
+
+
+def test_tls_verification_is_on_unless_turned_off_explicitly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ssl
+
+    from syncd.config import HttpConfig
+    from syncd.http import HttpClient, _tls
+
+    assert isinstance(_tls(HttpConfig()), ssl.SSLContext)
+    assert _tls(HttpConfig()).verify_mode == ssl.CERT_REQUIRED
+    HttpClient(HttpConfig(verify=False)).close()
+    captured = capsys.readouterr()
+    assert "http.tls_verification_disabled" in captured.out + captured.err
+    with pytest.raises(ValueError, match="is not a readable file"):
+        HttpConfig(ca_bundle=tmp_path / "missing.pem")
+    with pytest.raises(ValueError, match="choose one"):
+        HttpConfig(ca_bundle=tmp_path, verify=False)

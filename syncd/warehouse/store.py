@@ -259,16 +259,20 @@ class Warehouse:
             return None
         return Cursor(watermark=row.watermark, state=json.loads(row.state))
 
-    def known_updated(self, source: str, ids: Sequence[str]) -> dict[str, datetime]:
-        """Stored `updated_at` by item id, for the ids that are in the warehouse."""
+    def known_updated(
+        self, source: str, ids: Sequence[str], *, synced_since: datetime | None = None
+    ) -> dict[str, datetime]:
+        """Stored `updated_at` by item id, for the ids that are in the warehouse (and, with
+        `synced_since`, were written at or after it: a resync refetches the others)."""
         out: dict[str, datetime] = {}
         with self.engine.connect() as conn:
             for chunk in _chunks(list(ids)):
-                for row in conn.execute(
-                    sa.select(ITEMS.c.item_id, ITEMS.c.updated_at).where(
-                        ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk)
-                    )
-                ):
+                query = sa.select(ITEMS.c.item_id, ITEMS.c.updated_at).where(
+                    ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk)
+                )
+                if synced_since is not None:
+                    query = query.where(ITEMS.c.synced_at >= synced_since)
+                for row in conn.execute(query):
                     out[row.item_id] = row.updated_at
         return out
 
@@ -419,6 +423,18 @@ class Warehouse:
         ]
         if rows:
             conn.execute(DIRTY.insert(), rows)
+
+    def start_resync(self, source: str, meta: Mapping[str, str]) -> None:
+        """Forget the source's cursors and record `meta`, in one transaction: the next runs
+        list the whole scope again (resumably) and refetch items not yet written since."""
+        with self.begin() as conn:
+            conn.execute(CURSORS.delete().where(CURSORS.c.source == source))
+            for key, value in meta.items():
+                self.set_meta(conn, key, value)
+
+    def delete_meta(self, key: str) -> None:
+        with self.begin() as conn:
+            conn.execute(META.delete().where(META.c.key == key))
 
     def reconcile(self, source: str, present: set[str], now: datetime) -> tuple[int, int]:
         """After a complete listing: tombstone the source's items that are not in `present`
