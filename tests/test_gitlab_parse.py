@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors.gitlab.parse import Change, GitLabMapping, changes_from_events, parse_item
+from connectors.gitlab.parse import (
+    Change,
+    GitLabMapping,
+    changes_from_events,
+    note_times_ambiguous,
+    notes_from_graphql,
+    parse_item,
+)
 from connectors.gitlab.settings import (
     DEFAULT_CANCELED_LABELS,
     DEFAULT_FLOW_TYPES,
@@ -180,3 +187,78 @@ def test_documented_event_shapes(shared_fixtures: Path) -> None:
     assert {c.kind for c in changes} >= {"state", "label_add"}
     assert all(c.at.tzinfo is UTC for c in changes)
     assert changes == sorted(changes, key=lambda c: c.at)
+
+
+def graphql_note(hours: float, body: str, number: int = 7, system: bool = True) -> dict[str, Any]:
+    """A GraphQL `Note` node: global id, and `Time` to the second."""
+    return {
+        "id": f"gid://gitlab/Note/{number}",
+        "body": body,
+        "system": system,
+        "createdAt": at(hours).replace(".000Z", "Z"),
+    }
+
+
+def test_graphql_notes_become_rest_shaped_notes() -> None:
+    nodes: list[Any] = [
+        graphql_note(5, "marked this merge request as **ready**", 11),
+        graphql_note(10, "requested review from @ana", 12),
+        graphql_note(12, "requested review from @ana (a comment)", 13, system=False),
+        graphql_note(20, "approved this merge request", 14),
+        {"id": "gid://gitlab/Note/abc", "body": "x", "system": True, "createdAt": at(1)},
+        "not a node",
+    ]
+    notes = notes_from_graphql(nodes)
+    assert [n["id"] for n in notes] == [11, 12, 13, 14, "gid://gitlab/Note/abc"]
+    assert notes[0] == {
+        "id": 11,
+        "body": "marked this merge request as **ready**",
+        "system": True,
+        "created_at": "2026-04-06T13:00:00Z",
+    }
+    # the same changes as the REST notes they stand for
+    rest = [
+        note(5, "marked this merge request as **ready**"),
+        note(10, "requested review from @ana"),
+        {"id": 2, "created_at": at(12), "system": False, "body": "requested review from @ana"},
+        note(20, "approved this merge request"),
+    ]
+    assert changes_from_events([], [], notes, "k") == changes_from_events([], [], rest, "k")
+    assert [c.kind for c in changes_from_events([], [], notes, "k")] == [
+        "draft",
+        "review",
+        "approved",
+    ]
+
+
+def test_notes_timed_to_the_second_are_ambiguous_only_when_sharing_a_second() -> None:
+    def graphql(*nodes: dict[str, Any]) -> list[dict[str, Any]]:
+        return notes_from_graphql(nodes)
+
+    review = graphql(graphql_note(10, "requested review from @ana"))
+    merged, in_review = [state(30, "merged")], [label(9, "workflow::review")]
+    assert not note_times_ambiguous(merged, in_review, review, "k")
+    # a label event 400 ms into the note's second: which came first is unknown
+    same_second = {**label(10, "workflow::review"), "created_at": at(10 + 0.4 / 3600)}
+    assert note_times_ambiguous([], [same_second], review, "k")
+    assert note_times_ambiguous([state(10, "closed")], [], review, "k")
+    # two stage-changing notes in one second
+    approved = graphql_note(10, "approved this merge request", 8)
+    assert note_times_ambiguous([], [], [*review, *graphql(approved)], "k")
+    # notes that change no stage, comments, and label events of deleted labels do not count
+    quiet = [
+        *review,
+        *graphql(
+            graphql_note(10, "assigned to @bo", 9),
+            graphql_note(10, "approved this merge request", 10, system=False),
+        ),
+    ]
+    deleted = {**same_second, "label": None}
+    assert not note_times_ambiguous([], [deleted], quiet, "k")
+    # a scoped replacement (add and remove in one instant) is REST's own, not ambiguous
+    replacement = [label(10, "workflow::review"), label(10, "workflow::doing", "remove")]
+    assert not note_times_ambiguous([], replacement, [], "k")
+    later = graphql(graphql_note(11, "approved this merge request"))
+    assert not note_times_ambiguous([], replacement, later, "k")
+    # an unreadable time: let the REST notes decide
+    assert note_times_ambiguous([], [], [{**review[0], "created_at": "x"}], "k")

@@ -258,3 +258,28 @@ def test_group_scope_includes_subgroups(tmp_path: Path, warehouse_url: str) -> N
         assert result.ok, result.error
         projects = {i["key"].split("#")[0].split("!")[0] for i in iter_items(warehouse)}
         assert projects == {"acme/web", "acme/platform/api"}
+
+
+def test_deleted_issues_and_merge_requests_are_tombstoned(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    from syncd.http import HttpClient
+    from syncd.reconcile import reconcile_source
+
+    with GitLabSimulator(
+        projects=("acme/web",), issues=12, merge_requests=9, seed=5, anchor=T0, token=TOKEN
+    ) as sim:
+        path = write_config(tmp_path, sim.base_url, warehouse_url, 'projects = ["acme/web"]')
+        config = load_config(path)
+        warehouse = Warehouse(warehouse_url)
+        assert all(r.ok for r in run_sync(config, warehouse))
+        sim.delete("acme/web", "issue", 3)
+        sim.delete("acme/web", "merge_request", 2)
+        sim.reset_requests()
+        with HttpClient(config.http) as http:
+            outcome = reconcile_source(config.sources[0], warehouse, http)
+        assert outcome.ok and (outcome.listed, outcome.tombstoned) == (19, 2)
+        assert len(sim.requests) == 2  # one listing page per stream, ids only
+        gone = {r["key"] for r in iter_items(warehouse) if r["deleted_at"] is not None}
+        assert gone == {"acme/web#3", "acme/web!2"}
+        warehouse.close()

@@ -5,6 +5,11 @@ first "opened" has no event: the item starts at `created_at`), its resource labe
 (scoped labels such as `workflow::in review` replace each other: GitLab records a remove and
 an add at the same instant) and, where read, system notes (work item Status, draft/ready,
 review requests, approvals).
+
+System notes come from REST (`/notes`, times to the millisecond) or from GraphQL (`notes`
+nodes, times to the second: `notes_from_graphql` turns them into the REST shape). A second is
+precise enough unless a note shares it with another change of the item, whose order it could
+then no longer tell: `note_times_ambiguous` says when the REST notes must be read instead.
 """
 
 from __future__ import annotations
@@ -37,6 +42,21 @@ class Change:
     value: str | None = None
 
 
+def _change_of_note(body: str, at: datetime) -> Change | None:
+    """The change a system note's body stands for, None for notes that change no stage."""
+    if match := _STATUS_NOTE.match(body):
+        return Change(at, "status", match.group("status"))
+    if match := _DRAFT_NOTE.match(body):
+        return Change(at, "draft", match.group("what").lower())
+    if _REVIEW_NOTE.match(body):
+        return Change(at, "review")
+    if _APPROVED_NOTE.match(body):
+        return Change(at, "approved")
+    if _UNAPPROVED_NOTE.match(body):
+        return Change(at, "unapproved")
+    return None
+
+
 def changes_from_events(
     state_events: Iterable[Mapping[str, Any]],
     label_events: Iterable[Mapping[str, Any]],
@@ -61,18 +81,64 @@ def changes_from_events(
             continue
         body = str(note.get("body") or "").strip()
         at = parse_timestamp(note.get("created_at"), f"{key} note")
-        if match := _STATUS_NOTE.match(body):
-            out.append((at, 2, Change(at, "status", match.group("status"))))
-        elif match := _DRAFT_NOTE.match(body):
-            out.append((at, 2, Change(at, "draft", match.group("what").lower())))
-        elif _REVIEW_NOTE.match(body):
-            out.append((at, 2, Change(at, "review")))
-        elif _APPROVED_NOTE.match(body):
-            out.append((at, 2, Change(at, "approved")))
-        elif _UNAPPROVED_NOTE.match(body):
-            out.append((at, 2, Change(at, "unapproved")))
+        change = _change_of_note(body, at)
+        if change is not None:
+            out.append((at, 2, change))
     out.sort(key=lambda entry: (entry[0], entry[1]))
     return [change for _at, _order, change in out]
+
+
+def notes_from_graphql(nodes: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """GraphQL `Note` nodes (`id body system createdAt`) → notes in the REST shape that
+    `changes_from_events` reads (`id` is the number of the global id `gid://gitlab/Note/7`)."""
+    out: list[dict[str, Any]] = []
+    for node in nodes:
+        if not isinstance(node, Mapping):
+            continue
+        gid = str(node.get("id") or "")
+        number = gid.rpartition("/")[2]
+        out.append(
+            {
+                "id": int(number) if number.isdigit() else gid,
+                "body": node.get("body"),
+                "system": bool(node.get("system")),
+                "created_at": node.get("createdAt"),
+            }
+        )
+    return out
+
+
+def note_times_ambiguous(
+    state_events: Iterable[Mapping[str, Any]],
+    label_events: Iterable[Mapping[str, Any]],
+    notes: Iterable[Mapping[str, Any]],
+    key: str,
+) -> bool:
+    """Whether notes timed to the second (GraphQL) could be ordered wrongly among the item's
+    other changes: a system note that changes a stage falls in the same second as another
+    change (a state or label event, or another such note). Unreadable times count as
+    ambiguous, so the REST notes decide."""
+    try:
+        seconds: list[tuple[int, bool]] = []
+        for event in state_events:
+            at = parse_timestamp(event.get("created_at"), f"{key} state event")
+            seconds.append((int(at.timestamp()), False))
+        for event in label_events:
+            if (event.get("label") or {}).get("name"):
+                at = parse_timestamp(event.get("created_at"), f"{key} label event")
+                seconds.append((int(at.timestamp()), False))
+        for note in notes:
+            if not note.get("system"):
+                continue
+            at = parse_timestamp(note.get("created_at"), f"{key} note")
+            if _change_of_note(str(note.get("body") or "").strip(), at) is not None:
+                seconds.append((int(at.timestamp()), True))
+    except SkippableRecord:
+        return True
+    by_second: dict[int, list[bool]] = {}
+    for second, is_note in seconds:
+        by_second.setdefault(second, []).append(is_note)
+    return any(len(kinds) > 1 and any(kinds) for kinds in by_second.values())
 
 
 @dataclass(frozen=True, slots=True)

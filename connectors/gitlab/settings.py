@@ -66,8 +66,14 @@ class GitLabSourceConfig(SourceConfig):
     label_stages: dict[str, Stage] = Field(default_factory=lambda: dict(DEFAULT_LABEL_STAGES))
     #: work item Status values → stage (read from system notes)
     status_stages: dict[str, Stage] = Field(default_factory=lambda: dict(DEFAULT_STATUS_STAGES))
-    #: read issues' system notes for the work item Status (one more request per issue)
+    #: read issues' system notes for the work item Status (batched like merge requests')
     work_item_status: bool = False
+    #: system notes through GraphQL (`/api/graphql`), many items a query; false reads the REST
+    #: notes of each item instead (one request or more per item)
+    graphql: bool = True
+    #: items whose notes share one GraphQL query (a connection's page: at most 100); smaller
+    #: batches are tried when the instance scores a query over its complexity limit
+    graphql_batch_size: int = Field(default=100, ge=1, le=100)
     #: a closed issue with one of these labels is canceled, not done
     canceled_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_CANCELED_LABELS))
 
@@ -80,6 +86,10 @@ class GitLabSourceConfig(SourceConfig):
     @property
     def api(self) -> str:
         return self.url + "/api/v4"
+
+    @property
+    def graphql_url(self) -> str:
+        return self.url + "/api/graphql"
 
     @property
     def flow_type_rules(self) -> list[FlowTypeRule]:

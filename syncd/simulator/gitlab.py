@@ -1,4 +1,4 @@
-"""A deterministic fake GitLab (REST API v4) for syncd's demo, tests and benchmarks.
+"""A deterministic fake GitLab (REST API v4 and GraphQL) for syncd's demo, tests and benchmarks.
 
 `GitLabSimulator` holds seeded projects of issues and merge requests with complete histories
 (resource state and label events, system notes, comments, issue links) in memory and serves,
@@ -26,9 +26,17 @@ What a client meets, as on GitLab:
   default desc, `order_by` created_at|updated_at, `activity_filter`) and
   `/issues/:iid/links`; also `/user`, `/version`, `/projects/:id`, `/groups/:id`,
   `/groups/:id/projects` (`include_subgroups`) and single issues and merge requests.
+- `POST /api/graphql` (and `GET` with `query`/`variables` parameters): projects, their merge
+  requests and issues by iid and their notes, from the same world as the REST endpoints, with
+  GitLab's complexity and depth limits and error shapes (see `gitlab_graphql`). With
+  `graphql=False` it answers 404, as where a proxy hides it; `graphql_notes_filter=False`
+  serves the schema of GitLab before 16.5 (`notes` without `filter`);
+  `graphql_iids_complexity=True` scores `mergeRequests(iids:)`/`issues(iids:)` per iid.
 - With `token` set, `PRIVATE-TOKEN: <t>` or `Authorization: Bearer <t>` is required, else
-  401 `{"message": "401 Unauthorized"}` (the token is never echoed). Every `rate_limit_every`th
-  API request gets 429 `Retry later` with `Retry-After`, `RateLimit-Reset` (epoch) and
+  401 `{"message": "401 Unauthorized"}` (the token is never echoed); GraphQL without a token is
+  anonymous, with a wrong one 401 `{"errors": [{"message": "Invalid token"}]}`. Every
+  `rate_limit_every`th API request (GraphQL included: it is under `/api`, in the same budget)
+  gets 429 `Retry later` with `Retry-After`, `RateLimit-Reset` (epoch) and
   `RateLimit-Remaining: 0`; other responses carry `RateLimit-Limit`, `-Observed`,
   `-Remaining`, `-Reset` of a one-minute window read from `clock`.
 
@@ -53,6 +61,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from syncd.simulator import gitlab_graphql
 from syncd.simulator.common import (
     ApiRequest,
     BoundedCache,
@@ -95,6 +104,7 @@ Json = Any
 Query = dict[str, list[str]]
 
 API = "/api/v4"
+GRAPHQL = "/api/graphql"
 PER_PAGE_DEFAULT = 20
 PER_PAGE_MAX = 100
 COUNTED_ROWS_MAX = 10_000  # gitlab.com leaves X-Total out above this
@@ -257,6 +267,9 @@ class GitLabSimulator(Simulator):
         rate_limit_every: int = 0,
         retry_after: int = 1,
         clock: Callable[[], datetime] | None = None,
+        graphql: bool = True,
+        graphql_notes_filter: bool = True,
+        graphql_iids_complexity: bool = False,
     ) -> None:
         super().__init__(seed=seed, anchor=anchor, token=token, clock=clock)
         if not projects:
@@ -269,6 +282,11 @@ class GitLabSimulator(Simulator):
         self.offset_page_cap = offset_page_cap
         self.rate_limit_every = rate_limit_every
         self.retry_after = retry_after
+        self.graphql = graphql
+        self.graphql_notes_filter = graphql_notes_filter
+        self.graphql_iids_complexity = graphql_iids_complexity
+        if graphql:
+            gitlab_graphql.schema(graphql_notes_filter)  # built once, not on the first request
         anchor_ms = to_ms(self.anchor)
         self._world = World()
         for path in projects:
@@ -396,6 +414,16 @@ class GitLabSimulator(Simulator):
     def remove_label(self, project: str, kind: str, iid: int, name: str, at: datetime) -> None:
         """Remove a label (label event `remove`)."""
         self._change(project, kind, iid, lambda i: self._world.unlabel(i, name, to_ms(at), VIEWER))
+
+    def delete(self, project: str, kind: str, iid: int) -> None:
+        """Delete an issue or merge request: it disappears from every endpoint, and from the
+        links of the items it was linked to."""
+        with self._lock:
+            item = self._world.item(project, kind, iid)
+            del self._world.project(project).table(kind)[iid]
+            for other in self._world.items():
+                other.links = [x for x in other.links if item not in (x.source, x.target)]
+            self._version += 1
 
     def close(self, project: str, kind: str, iid: int, at: datetime) -> None:
         """Close (state event `closed`); a merge request is closed unmerged."""
@@ -543,10 +571,13 @@ class GitLabSimulator(Simulator):
             }
             return Response(429, None, headers, raw=b"Retry later\n")
         try:
-            self._authenticate(request.headers)
-            if request.method not in ("GET", "HEAD"):
-                raise _GitLabError(405, "405 Method Not Allowed")
-            response = self._route(request.path, request.query)
+            if request.path.rstrip("/") == GRAPHQL:
+                response = self._graphql(request)
+            else:
+                self._authenticate(request.headers)
+                if request.method not in ("GET", "HEAD"):
+                    raise _GitLabError(405, "405 Method Not Allowed")
+                response = self._route(request.path, request.query)
         except _GitLabError as error:
             response = error.response()
         response.headers = {
@@ -560,12 +591,44 @@ class GitLabSimulator(Simulator):
     def _authenticate(self, headers: Mapping[str, str]) -> None:
         if self.token is None:
             return
+        if not hmac.compare_digest(self._supplied_token(headers).encode(), self.token.encode()):
+            raise _GitLabError(401, "401 Unauthorized")
+
+    @staticmethod
+    def _supplied_token(headers: Mapping[str, str]) -> str:
         supplied = headers.get("private-token")
         if supplied is None:
             scheme, _, value = headers.get("authorization", "").strip().partition(" ")
             supplied = value.strip() if scheme.lower() == "bearer" else ""
-        if not hmac.compare_digest(supplied.encode(), self.token.encode()):
-            raise _GitLabError(401, "401 Unauthorized")
+        return supplied
+
+    def _graphql(self, request: ApiRequest) -> Response:
+        """`/api/graphql`: GET or POST, anonymous without a token, 401 with a wrong one."""
+        if not self.graphql or request.method not in ("GET", "POST"):
+            raise _route_not_found()
+        supplied = self._supplied_token(request.headers)
+        authenticated = self.token is None or bool(supplied)
+        if (
+            self.token is not None
+            and supplied
+            and not hmac.compare_digest(supplied.encode(), self.token.encode())
+        ):
+            return Response(401, {"errors": [{"message": "Invalid token"}]})
+        if request.method == "GET":
+            body: Json = {name: values[0] for name, values in request.query.items() if values}
+        elif request.body_error:
+            return Response(400, {"errors": [{"message": "Request body is not valid JSON"}]})
+        else:
+            body = request.body
+        query = body.get("query") if isinstance(body, dict) else None
+        if isinstance(query, str) and len(query) > gitlab_graphql.MAX_QUERY_SIZE:
+            return Response(422, {"errors": [{"message": "Query too large"}]})
+        context = gitlab_graphql.GraphQLRequest(
+            self._world, self._base, authenticated, self.graphql_iids_complexity
+        )
+        return Response(
+            200, gitlab_graphql.run(context, body, notes_filter=self.graphql_notes_filter)
+        )
 
     # ------------------------------------------------------------------ routing
 
@@ -1182,8 +1245,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `syncd simulate gitlab`, separate so the main CLI can embed it."""
     parser = argparse.ArgumentParser(
         prog="syncd simulate gitlab",
-        description="Serve a deterministic fake GitLab (REST API v4) on 127.0.0.1 until "
-        "SIGINT/SIGTERM.",
+        description="Serve a deterministic fake GitLab (REST API v4 and GraphQL) on 127.0.0.1 "
+        "until SIGINT/SIGTERM.",
     )
     add_serving_arguments(parser)
     parser.add_argument("--projects", default="acme/web", help="comma-separated full project paths")
@@ -1199,6 +1262,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--offset-page-cap", type=int, default=None, help="deepest offset page allowed"
     )
+    parser.add_argument("--no-graphql", action="store_true", help="answer /api/graphql with 404")
     return parser
 
 
@@ -1220,6 +1284,7 @@ def _from_options(args: argparse.Namespace) -> tuple[GitLabSimulator, Callable[[
         offset_page_cap=args.offset_page_cap,
         rate_limit_every=args.rate_limit_every,
         retry_after=args.retry_after,
+        graphql=not args.no_graphql,
     )
     items = len(projects) * (args.issues + args.merge_requests)
     return sim, lambda url: f"simulator: gitlab on {url} ({len(projects)} projects, {items} items)"
