@@ -213,11 +213,12 @@ def test_two_daemons_never_sync_one_source_at_once(tmp_path: Path, warehouse_url
         config = write_config(tmp_path, sim.base_url, warehouse_url)
         first = syncd("run", "--once", "-c", config)
         wait_for(lambda: pages_of_running_run(warehouse_url) >= 2, first, "the first run")
-        second = syncd("run", "--once", "-c", config)
-        out2, _ = second.communicate(timeout=120)
+        second = syncd("run", "--once", "-c", config, stderr=subprocess.PIPE)
+        out2, err2 = second.communicate(timeout=120)
         out1, _ = first.communicate(timeout=300)
-    assert second.returncode == 0 and "jira: skipped — another syncd is syncing it" in out2
-    assert first.returncode == 0 and "jira: ok — 1500 items" in out1
+    assert second.returncode == 0, out2 + err2
+    assert "jira: skipped — another syncd is syncing it" in out2
+    assert first.returncode == 0 and "jira: ok — 1500 items" in out1, out1
     assert [r["status"] for r in Warehouse(warehouse_url).runs("jira")] == ["ok"]
 
 

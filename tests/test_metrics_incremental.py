@@ -72,6 +72,25 @@ change = st.tuples(
     st.lists(st.tuples(st.integers(0, 24 * 9), st.sampled_from(STAGES)), max_size=6),
     st.integers(0, 24 * 12),  # then time passes, hours
     st.booleans(),  # extend the item's stored history instead of replacing it
+    # what else happens: the tracker's clock runs ahead (transitions after the as-of time
+    # are stored, and seen only once time catches up), or the item is deleted in the tracker
+    # (a reconcile tombstones it; writing it again brings it back)
+    st.sampled_from(["", "", "", "skew", "tombstone"]),
+)
+
+TABLES = (
+    "items",
+    "transitions",
+    "item_links",
+    "metric_rows",
+    "metric_dirt",
+    "metric_days",
+    "metric_items",
+    "metric_segments",
+    "metric_runs",
+    "warehouse_meta",
+    "cursors",
+    "raw_pages",
 )
 
 
@@ -120,55 +139,70 @@ def warehouse(warehouse_url: str) -> Warehouse:
 # found by hypothesis: a reopen moves the touched range back to the old work end
 @example(
     changes=[
-        (1, "A", "feature", 356, [(0, Stage.ACTIVE), (139, Stage.DONE)], 0, False),
-        (1, "A", "feature", 0, [(25, Stage.ACTIVE)], 0, True),
+        (1, "A", "feature", 356, [(0, Stage.ACTIVE), (139, Stage.DONE)], 0, False, ""),
+        (1, "A", "feature", 0, [(25, Stage.ACTIVE)], 0, True, ""),
     ]
 )
 # found by hypothesis: canceled → done keeps the work end but changes its period's velocity
 @example(
     changes=[
-        (0, "A", "feature", 0, [], 113, False),
-        (0, "A", "feature", 0, [], 8, False),
-        (0, "A", "debt", 0, [(3, Stage.CANCELED)], 0, True),
-        (0, "A", "debt", 0, [(4, Stage.DONE)], 0, True),
+        (0, "A", "feature", 0, [], 113, False, ""),
+        (0, "A", "feature", 0, [], 8, False, ""),
+        (0, "A", "debt", 0, [(3, Stage.CANCELED)], 0, True, ""),
+        (0, "A", "debt", 0, [(4, Stage.DONE)], 0, True, ""),
     ]
 )
 # a boundary start: in progress from exactly midnight counts in the day before's load_end
-@example(changes=[(2, "B", "risk", 24 * 3, [(0, Stage.ACTIVE)], 30, False)])
+@example(changes=[(2, "B", "risk", 24 * 3, [(0, Stage.ACTIVE)], 30, False, "")])
+# a reopen stamped after the as-of time: the old work end keeps counting until time
+# catches up with it, then its period's velocity drops
+@example(
+    changes=[
+        (1, "A", "feature", 24 * 20, [(0, Stage.ACTIVE), (48, Stage.DONE)], 0, False, ""),
+        (1, "A", "feature", 0, [(200, Stage.ACTIVE)], 0, True, "skew"),
+        (2, "B", "debt", 24, [(2, Stage.ACTIVE)], 12, False, ""),
+    ]
+)
+# a reopened item is deleted in the tracker, then written again
+@example(
+    changes=[
+        (1, "A", "defect", 24 * 30, [(0, Stage.ACTIVE), (100, Stage.DONE)], 24, False, ""),
+        (1, "A", "defect", 0, [(5, Stage.ACTIVE)], 30, True, "tombstone"),
+        (1, "A", "defect", 0, [(5, Stage.DONE)], 30, True, ""),
+    ]
+)
 def test_incremental_equals_full_recompute(warehouse: Warehouse, changes: list[tuple]) -> None:  # type: ignore[type-arg]
     with warehouse.begin() as conn:
-        for table in (
-            "items",
-            "transitions",
-            "item_links",
-            "metric_rows",
-            "metric_dirty",
-            "warehouse_meta",
-            "cursors",
-            "raw_pages",
-        ):
+        for table in TABLES:
             conn.execute(sa.text(f"delete from {table}"))
     as_of = T0
     current: dict[int, list[Transition]] = {}
-    for n, vs, flow_type, created_h, steps, passing_h, extend in changes:
+    live: set[str] = set()
+    for n, vs, flow_type, created_h, steps, passing_h, extend, event in changes:
+        # with a skewed clock the tracker reports transitions up to 12 hours ahead
+        horizon = as_of + timedelta(hours=12 if event == "skew" else 0)
         if extend and n in current:
             # what a sync usually sees: the stored history with new transitions at its end
             transitions = list(current[n])
             for t in history(transitions[-1].at, steps)[1:]:
                 prev = transitions[-1]
-                if t.at <= as_of and t.to_stage is not prev.to_stage:
+                if t.at <= horizon and t.to_stage is not prev.to_stage:
                     transitions.append(
                         Transition(t.at, prev.to_state, t.to_state, prev.to_stage, t.to_stage)
                     )
         else:
             created = as_of - timedelta(hours=created_h)
-            transitions = [t for t in history(created, steps) if t.at <= as_of]
+            transitions = [t for t in history(created, steps) if t.at <= horizon]
         current[n] = transitions
         page = Page(
             raws=[], items=[item(n, vs, flow_type, transitions)], cursor=Cursor(watermark=as_of)
         )
         warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
-        stats = update_metrics(warehouse, as_of=as_of)
+        live.add(str(n))
+        if event == "tombstone":
+            live.discard(str(n))
+            assert warehouse.reconcile("src", live, as_of) == (1, 0)
+        update_metrics(warehouse, as_of=as_of)
         assert actual_rows(warehouse) == expected_rows(warehouse, as_of)
         as_of = as_of + timedelta(hours=passing_h)
     stats = update_metrics(warehouse, as_of=as_of)
@@ -230,3 +264,53 @@ def test_touched_among_is_touched_periods_restricted(
     starts = sorted({everything[i % len(everything)] for i in pick})
     expected = touched_periods(kind, transitions, as_of) & set(starts)
     assert touched_among(kind, item_figures(transitions, as_of), as_of, starts) == expected
+
+
+def test_reopening_an_old_item_rewrites_its_old_periods_only(warehouse: Warehouse) -> None:
+    as_of = T0
+    items = [
+        item(i, "A", "defect", history(as_of - timedelta(days=200 - i), [(0, Stage.ACTIVE)]))
+        for i in range(30)  # long-running work in progress, in the load of every recent day
+    ]
+    done = history(as_of - timedelta(days=150), [(2, Stage.ACTIVE), (30, Stage.DONE)])
+    items.append(item(99, "A", "feature", done))
+    page = Page(raws=[], items=items, cursor=Cursor())
+    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
+    assert update_metrics(warehouse, as_of=as_of).full
+    later = as_of + timedelta(hours=1)
+    reopened = [*done, Transition(later, "done", "active", Stage.DONE, Stage.ACTIVE)]
+    page = Page(raws=[], items=[item(99, "A", "feature", reopened)], cursor=Cursor())
+    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=later)
+    stats = update_metrics(warehouse, as_of=later)
+    assert not stats.full
+    assert actual_rows(warehouse) == expected_rows(warehouse, later)
+    # the old work end's day, week, month and quarter, and the open ones: not the 150 days
+    # in between, where the item was done then and is still done now
+    assert stats.buckets <= 12
+    assert stats.items_read < 100
+
+
+def test_a_warehouse_without_facts_gets_them_and_a_full_recompute(warehouse: Warehouse) -> None:
+    as_of = T0
+    items = [
+        item(i, "AB"[i % 2], FLOW_TYPES[i % 5], history(as_of - timedelta(days=40 - i), steps))
+        for i, steps in enumerate(
+            [[(1, Stage.ACTIVE), (30, Stage.DONE)], [(5, Stage.WAITING)], [(2, Stage.CANCELED)]] * 4
+        )
+    ]
+    page = Page(raws=[], items=items, cursor=Cursor())
+    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
+    update_metrics(warehouse, as_of=as_of)
+    with warehouse.begin() as conn:  # as a warehouse written before the metric tables
+        for table in ("metric_items", "metric_segments", "metric_runs", "metric_days"):
+            conn.execute(sa.text(f"delete from {table}"))
+        conn.execute(sa.text("delete from warehouse_meta where key = 'metric_facts'"))
+    later = as_of + timedelta(days=3)
+    stats = update_metrics(warehouse, as_of=later)
+    assert stats.full
+    assert actual_rows(warehouse) == expected_rows(warehouse, later)
+    with warehouse.engine.connect() as conn:
+        facts = conn.execute(sa.text("select count(*) from metric_items")).scalar()
+    assert facts == len(items)
+    assert not update_metrics(warehouse, as_of=later + timedelta(hours=5)).full
+    assert actual_rows(warehouse) == expected_rows(warehouse, later + timedelta(hours=5))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -67,12 +67,29 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(float(v) for v in values)
     if not all(math.isfinite(v) for v in ordered):
         raise ValueError("percentile of non-finite values")
-    rank = Fraction(len(ordered) - 1) * Fraction(q) / 100
+    return percentile_sorted(ordered.__getitem__, len(ordered), q)
+
+
+def percentile_sorted(value_at: Callable[[int], float], n: int, q: float) -> float:
+    """The `q`-th percentile of `n` > 0 finite values in ascending order, as
+    :func:`percentile` computes it, reading only the (at most two) values it needs through
+    `value_at(index)`: callers that keep values sorted pay O(1) per percentile."""
+    if float(q).is_integer():
+        # the same exact arithmetic in integers: rank = low + rest / 100, and
+        # a + rest/100 * (b - a) = ((100 - rest) * a + rest * b) / 100, rounded once
+        low, rest = divmod((n - 1) * int(q), 100)
+        if rest == 0:
+            return value_at(low)
+        (na, da), (nb, db) = value_at(low).as_integer_ratio(), value_at(low + 1).as_integer_ratio()
+        common = max(da, db)  # both are powers of two
+        numerator = (100 - rest) * na * (common // da) + rest * nb * (common // db)
+        return numerator / (100 * common)
+    rank = Fraction(n - 1) * Fraction(q) / 100
     low = math.floor(rank)
     fraction = rank - low
     if fraction == 0:
-        return ordered[low]
-    a, b = Fraction(ordered[low]), Fraction(ordered[low + 1])
+        return value_at(low)
+    a, b = Fraction(value_at(low)), Fraction(value_at(low + 1))
     return float(a + fraction * (b - a))
 
 

@@ -51,8 +51,8 @@ class ItemTimeline:
 _NO_FIGURES = ItemFigures(None, None, None, None, None, None, None)
 
 
-def _history(
-    transitions: Sequence[Transition], as_of: datetime | None
+def stage_steps(
+    transitions: Sequence[Transition], as_of: datetime | None = None
 ) -> list[tuple[datetime, Stage]]:
     """Return ``(at, to_stage)`` in time order (stable for equal instants), in UTC, without
     the transitions after `as_of`."""
@@ -69,7 +69,7 @@ def stage_at(transitions: Sequence[Transition], t: datetime) -> Stage | None:
 
     None means the item did not exist yet at `t`.
     """
-    steps = _history(transitions, t)
+    steps = stage_steps(transitions, t)
     return steps[-1][1] if steps else None
 
 
@@ -99,7 +99,7 @@ def item_timeline(transitions: Sequence[Transition], as_of: datetime | None = No
     Transitions after `as_of` are ignored, as if they had not happened yet; with `as_of`
     None the whole history is used. See :func:`item_figures` for the definitions.
     """
-    steps = _history(transitions, as_of)
+    steps = stage_steps(transitions, as_of)
     if not steps:
         return ItemTimeline(_NO_FIGURES, ())
 

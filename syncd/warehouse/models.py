@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text, TypeDecorator
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -166,15 +166,118 @@ class MetricRowRecord(SQLModel, table=True):
     data: str = Field(sa_column=Column(Text, nullable=False))
 
 
-class DirtySpanRow(SQLModel, table=True):
-    """A time span of a value stream whose metric buckets must be recomputed."""
+def _us(nullable: bool = True, primary_key: bool = False) -> Any:
+    """An instant as integer microseconds since 1970-01-01 UTC: the metric tables do exact
+    time arithmetic on these, in SQL and in Python, without parsing timestamps."""
+    return Field(
+        default=None,
+        sa_column=Column(
+            BigInteger, nullable=nullable and not primary_key, primary_key=primary_key
+        ),
+    )
 
-    __tablename__ = "metric_dirty"
+
+class MetricItemRow(SQLModel, table=True):
+    """What the metrics know of one item, from its whole history (syncd/metrics/facts.py).
+    Written with the item; instants are microseconds (see `_us`)."""
+
+    __tablename__ = "metric_items"
+    __table_args__ = (
+        Index("ix_metric_items_vs_start", "value_stream", "work_start", "work_end"),
+        # covers the reads of finished items, by UTC day of the work end
+        Index(
+            "ix_metric_items_vs_end",
+            "value_stream",
+            "end_day",
+            "work_end",
+            "outcome",
+            "flow_type",
+            "flow_time_s",
+            "active_s",
+        ),
+        Index("ix_metric_items_last_at", "last_at"),
+    )
+
+    source: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    value_stream: str
+    flow_type: str
+    work_start: int | None = _us()
+    work_end: int | None = _us()
+    end_day: int | None = _us()  # the UTC day of work_end
+    outcome: str | None = None
+    flow_time_s: float | None = None
+    active_s: float | None = None
+    last_at: int | None = _us()
+
+
+class MetricSegmentRow(SQLModel, table=True):
+    """A run of time an item spent in progress; `seg_end` NULL: still in progress."""
+
+    __tablename__ = "metric_segments"
+    __table_args__ = (
+        # both cover the sweep's reads: no table lookups
+        Index(
+            "ix_metric_segments_vs_start", "value_stream", "seg_start", "flow_type", "work_start"
+        ),
+        Index(
+            "ix_metric_segments_vs_end",
+            "value_stream",
+            "seg_end",
+            "seg_start",
+            "flow_type",
+            "work_start",
+        ),
+    )
+
+    source: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    seg_start: int = _us(primary_key=True)
+    seg_end: int | None = _us()
+    value_stream: str
+    flow_type: str
+    work_start: int = _us(nullable=False)
+    last_at: int | None = _us()
+
+
+class MetricRunRow(SQLModel, table=True):
+    """A change, at `at`, to a run of done/canceled stages that began at `run_start`: the
+    item leaving it (`left`: a reopen) or its outcome switching between done and canceled."""
+
+    __tablename__ = "metric_runs"
+    __table_args__ = (Index("ix_metric_runs_at", "at"),)
+
+    source: str = Field(primary_key=True)
+    item_id: str = Field(primary_key=True)
+    run_start: int = _us(primary_key=True)
+    at: int = _us(primary_key=True)
+    left: bool
+    value_stream: str
+
+
+class MetricDayRow(SQLModel, table=True):
+    """One UTC day of a value stream that some item touches: its exact load time, its load
+    and ages at the day's end, and its finished items (JSON, `syncd/metrics/sweep.py`).
+    Weeks, months and quarters are assembled from these without reading items."""
+
+    __tablename__ = "metric_days"
+
+    value_stream: str = Field(primary_key=True)
+    day: int = _us(primary_key=True)
+    data: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class MetricDirtRow(SQLModel, table=True):
+    """Instants of a value stream whose metric buckets must be recomputed (`scope`: flow,
+    finish or cover, see syncd/metrics/facts.py); `span_end` NULL: up to the as-of time."""
+
+    __tablename__ = "metric_dirt"
 
     id: int | None = Field(default=None, primary_key=True)
     value_stream: str
-    span_start: datetime = _ts(nullable=False)
-    span_end: datetime = _ts(nullable=False)
+    scope: str
+    span_start: int = _us(nullable=False)
+    span_end: int | None = _us()
 
 
 class MetaRow(SQLModel, table=True):

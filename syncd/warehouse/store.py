@@ -8,10 +8,10 @@ tables: no ORM unit-of-work on the hot path.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,11 +22,12 @@ from sqlmodel import SQLModel
 from syncd.contract import Cursor, Page
 from syncd.domain import FlowItem, Stage, Transition
 from syncd.errors import ConfigError
-from syncd.metrics.figures import ItemFigures, item_figures
+from syncd.metrics import ledger as metric_ledger
+from syncd.metrics.facts import Version
+from syncd.metrics.figures import ItemTimeline, item_timeline
 from syncd.warehouse.models import (
     SCHEMA_VERSION,
     CursorRow,
-    DirtySpanRow,
     ItemRow,
     LinkRow,
     MetaRow,
@@ -43,7 +44,6 @@ LINKS = LinkRow.__table__  # type: ignore[attr-defined]
 CURSORS = CursorRow.__table__  # type: ignore[attr-defined]
 RUNS = SyncRunRow.__table__  # type: ignore[attr-defined]
 METRICS = MetricRowRecord.__table__  # type: ignore[attr-defined]
-DIRTY = DirtySpanRow.__table__  # type: ignore[attr-defined]
 META = MetaRow.__table__  # type: ignore[attr-defined]
 
 _CHUNK = 500
@@ -138,10 +138,17 @@ class Warehouse:
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self.engine)
+        from syncd.metrics import ledger
+
         with self.begin() as conn:
             self.upsert(
                 conn, META, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"]
             )
+            # a warehouse without items has nothing to backfill: every item it will hold gets
+            # its metric facts in the transaction that writes it
+            empty = conn.execute(sa.select(ITEMS.c.item_id).limit(1)).first() is None
+            if empty and ledger.meta(conn, ledger.FACTS_KEY) is None:
+                self.set_meta(conn, ledger.FACTS_KEY, ledger.FACTS_VERSION)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -325,28 +332,9 @@ class Warehouse:
         self, conn: Connection, source: str, items: Sequence[FlowItem], now: datetime
     ) -> None:
         ids = [item.id for item in items]
-        before: dict[str, _Before] = {}
+        before: dict[str, Version] = {}
         for chunk in _chunks(ids):
-            for r in conn.execute(
-                sa.select(
-                    ITEMS.c.item_id,
-                    ITEMS.c.value_stream,
-                    ITEMS.c.flow_type,
-                    ITEMS.c.work_start,
-                    ITEMS.c.work_end,
-                    ITEMS.c.outcome,
-                ).where(ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))
-            ):
-                before[r.item_id] = _Before(
-                    r.value_stream, r.flow_type, r.work_start, r.work_end, r.outcome
-                )
-            if before:
-                for r in conn.execute(
-                    sa.select(TRANSITIONS.c.item_id, TRANSITIONS.c.at, TRANSITIONS.c.to_stage)
-                    .where(TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk))
-                    .order_by(TRANSITIONS.c.item_id, TRANSITIONS.c.seq)
-                ):
-                    before[r.item_id].stages.append((r.at, r.to_stage))
+            before.update(metric_ledger.read_versions(conn, source, chunk))
             conn.execute(
                 TRANSITIONS.delete().where(
                     TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk)
@@ -357,9 +345,11 @@ class Warehouse:
         item_rows: list[dict[str, Any]] = []
         transition_rows: list[tuple[Any, ...]] = []
         link_rows: list[tuple[Any, ...]] = []
-        spans: list[tuple[str, datetime | None, datetime | None]] = []
+        timelines: list[tuple[FlowItem, ItemTimeline]] = []
         for item in items:
-            figures = item_figures(item.transitions)
+            timeline = item_timeline(item.transitions)
+            timelines.append((item, timeline))
+            figures = timeline.figures
             item_rows.append(
                 {
                     "source": source,
@@ -384,7 +374,6 @@ class Warehouse:
                     "synced_at": now,
                 }
             )
-            spans.extend(_changed_spans(before.get(item.id), item, figures))
             transition_rows.extend(
                 (
                     source,
@@ -407,22 +396,7 @@ class Warehouse:
         self.upsert(conn, ITEMS, item_rows, ["source", "item_id"])
         self.insert_many(conn, TRANSITIONS, _TRANSITION_COLUMNS, transition_rows)
         self.insert_many(conn, LINKS, _LINK_COLUMNS, link_rows)
-        self._mark_dirty(conn, spans, now)
-
-    # -- metric bookkeeping --------------------------------------------------------------
-
-    def _mark_dirty(
-        self,
-        conn: Connection,
-        spans: Iterable[tuple[str, datetime | None, datetime | None]],
-        now: datetime,
-    ) -> None:
-        rows = [
-            {"value_stream": vs, "span_start": start, "span_end": end}
-            for vs, start, end in merge_spans(spans, now)
-        ]
-        if rows:
-            conn.execute(DIRTY.insert(), rows)
+        metric_ledger.record_items(self, conn, source, timelines, before)
 
     def start_resync(self, source: str, meta: Mapping[str, str]) -> None:
         """Forget the source's cursors and record `meta`, in one transaction: the next runs
@@ -459,26 +433,10 @@ class Warehouse:
                         .where(ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))
                         .values(deleted_at=value)
                     )
-            self._mark_dirty(
-                conn,
-                [
-                    (r.value_stream, r.work_start, r.work_end)
-                    for r in (*gone, *back)
-                    if r.work_start is not None or r.work_end is not None
-                ],
-                now,
+            metric_ledger.record_presence(
+                self, conn, source, [r.item_id for r in gone], [r.item_id for r in back]
             )
         return len(gone), len(back)
-
-    def take_dirty(self, conn: Connection) -> list[tuple[str, datetime, datetime]]:
-        """Read and clear the dirty spans (inside the caller's transaction)."""
-        rows = conn.execute(
-            sa.select(DIRTY.c.id, DIRTY.c.value_stream, DIRTY.c.span_start, DIRTY.c.span_end)
-        ).all()
-        if rows:
-            for chunk in _chunks([r.id for r in rows]):
-                conn.execute(DIRTY.delete().where(DIRTY.c.id.in_(chunk)))
-        return [(r.value_stream, r.span_start, r.span_end) for r in rows]
 
     def value_streams(self) -> list[str]:
         with self.engine.connect() as conn:
@@ -488,27 +446,13 @@ class Warehouse:
                 ).scalars()
             )
 
-    def load_items(
-        self,
-        conn: Connection,
-        value_stream: str,
-        *,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> list[StoredItem]:
-        """Items of a value stream whose flow could touch [start, end], with transitions.
-        Items never started and never finished are left out: they touch no metric."""
+    def load_items(self, conn: Connection, value_stream: str) -> list[StoredItem]:
+        """The live (not tombstoned) items of a value stream, with transitions. All of them:
+        the stored work start and end describe the whole history, while a computation as of
+        an earlier time can find an item finished that is not any more."""
         query = sa.select(
             ITEMS.c.source, ITEMS.c.item_id, ITEMS.c.key, ITEMS.c.flow_type, ITEMS.c.value_stream
-        ).where(
-            ITEMS.c.value_stream == value_stream,
-            ITEMS.c.deleted_at.is_(None),
-            sa.or_(ITEMS.c.work_start.is_not(None), ITEMS.c.work_end.is_not(None)),
-        )
-        if end is not None:
-            query = query.where(sa.func.coalesce(ITEMS.c.work_start, ITEMS.c.work_end) < end)
-        if start is not None:
-            query = query.where(sa.or_(ITEMS.c.work_end.is_(None), ITEMS.c.work_end >= start))
+        ).where(ITEMS.c.value_stream == value_stream, ITEMS.c.deleted_at.is_(None))
         heads = conn.execute(query.order_by(ITEMS.c.source, ITEMS.c.item_id)).all()
         transitions: dict[tuple[str, str], list[Transition]] = {}
         by_source: dict[str, list[str]] = {}
@@ -551,58 +495,6 @@ class Warehouse:
             return int(result.rowcount or 0)
 
 
-@dataclass(slots=True)
-class _Before:
-    """What the metrics knew of an item before this write."""
-
-    value_stream: str
-    flow_type: str
-    work_start: datetime | None
-    work_end: datetime | None
-    outcome: str | None
-    stages: list[tuple[datetime, str]] = field(default_factory=list)
-
-
-def _changed_spans(
-    old: _Before | None, item: FlowItem, figures: ItemFigures
-) -> list[tuple[str, datetime | None, datetime | None]]:
-    """The time spans whose metric buckets a write of `item` can change.
-
-    A new item, or one whose value stream or flow type changed, changes every bucket of its
-    old and new flow. Otherwise nothing before the first point where the old and new stage
-    histories differ can change, unless the work start, end or outcome changed (a reopen
-    takes the velocity away from the old work end's period): the span runs from the
-    earliest of those to the later work end, or to now when either version is still in
-    progress.
-    """
-    vs = item.value_stream
-    new = (vs, figures.work_start, figures.work_end)
-    if old is None:
-        return [new]
-    if old.value_stream != vs or old.flow_type != item.flow_type:
-        return [(old.value_stream, old.work_start, old.work_end), new]
-    stages = [(t.at, t.to_stage.value) for t in item.transitions]
-    first_diff: datetime | None = None
-    for index in range(max(len(stages), len(old.stages))):
-        a = old.stages[index] if index < len(old.stages) else None
-        b = stages[index] if index < len(stages) else None
-        if a != b:
-            first_diff = min(x[0] for x in (a, b) if x is not None)
-            break
-    if first_diff is None:
-        return []
-    outcome = figures.outcome.value if figures.outcome else None
-    candidates: list[datetime | None] = [first_diff]
-    if old.work_start != figures.work_start:  # the periods the item touches moved
-        candidates += [old.work_start, figures.work_start]
-    if old.work_end != figures.work_end or old.outcome != outcome:  # and those counting it
-        candidates += [old.work_end, figures.work_end]
-    start = min(t for t in candidates if t is not None)
-    ends = [e for e in (old.work_end, figures.work_end) if e is not None]
-    still_open = old.work_end is None or figures.work_end is None
-    return [(vs, start, None if still_open else max([*ends, start]))]
-
-
 def _sqlite_value(value: Any) -> Any:
     """A bind value as SQLAlchemy's SQLite DateTime stores it: naive UTC text."""
     if isinstance(value, datetime):
@@ -623,37 +515,6 @@ def _dedupe_latest(items: Sequence[FlowItem]) -> list[FlowItem]:
         if seen is None or item.updated_at >= seen.updated_at:
             latest[item.id] = item
     return list(latest.values())
-
-
-def merge_spans(
-    spans: Iterable[tuple[str, datetime | None, datetime | None]], now: datetime
-) -> list[tuple[str, datetime, datetime]]:
-    """Union of the time spans an item's flow covers, per value stream. A span runs from just
-    before the work start (or the work end, for items done without starting) to the work end
-    (or now)."""
-    per_vs: dict[str, list[tuple[datetime, datetime]]] = {}
-    for vs, start, end in spans:
-        if start is None and end is None:
-            continue
-        first = start or end
-        assert first is not None
-        hi = end or max(now, first)
-        # an item in progress from exactly a period boundary already counts in the load at
-        # the end of the period before: the span starts one microsecond earlier
-        lo = first - timedelta(microseconds=1)
-        per_vs.setdefault(vs, []).append((lo, hi))
-    out: list[tuple[str, datetime, datetime]] = []
-    for vs, intervals in per_vs.items():
-        intervals.sort()
-        cur_lo, cur_hi = intervals[0]
-        for lo, hi in intervals[1:]:
-            if lo <= cur_hi + timedelta(seconds=1):
-                cur_hi = max(cur_hi, hi)
-            else:
-                out.append((vs, cur_lo, cur_hi))
-                cur_lo, cur_hi = lo, hi
-        out.append((vs, cur_lo, cur_hi))
-    return out
 
 
 def utcnow() -> datetime:

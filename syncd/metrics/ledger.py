@@ -1,0 +1,628 @@
+"""The metric tables of the warehouse: item facts written with each item, the dirt of each
+change, the day loads, and the reads the update makes of them.
+
+`record_items` runs inside the page commit (called by `Warehouse._write_items`), so facts
+and dirt are written in the same transaction as the items they describe. Everything else
+runs inside `update_metrics`' transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from syncd.domain import FlowItem, Stage, Transition
+from syncd.metrics.facts import (
+    AS_OF_KEY,
+    Dirt,
+    ItemFacts,
+    Version,
+    day_of,
+    item_changes,
+    item_facts,
+    item_removed,
+    merge_dirt,
+)
+from syncd.metrics.figures import ItemTimeline
+from syncd.metrics.sweep import (
+    TYPE_SLOT,
+    Finish,
+    Finished,
+    Load,
+    SegmentEvent,
+    decode_day,
+    encode_day,
+)
+from syncd.warehouse.models import (
+    ItemRow,
+    MetaRow,
+    MetricDayRow,
+    MetricDirtRow,
+    MetricItemRow,
+    MetricRunRow,
+    MetricSegmentRow,
+    TransitionRow,
+)
+
+if TYPE_CHECKING:
+    from syncd.warehouse.store import Warehouse
+
+FACTS = MetricItemRow.__table__  # type: ignore[attr-defined]
+SEGMENTS = MetricSegmentRow.__table__  # type: ignore[attr-defined]
+RUNS = MetricRunRow.__table__  # type: ignore[attr-defined]
+DAYS = MetricDayRow.__table__  # type: ignore[attr-defined]
+DIRT = MetricDirtRow.__table__  # type: ignore[attr-defined]
+_ITEMS = ItemRow.__table__  # type: ignore[attr-defined]
+_TRANSITIONS = TransitionRow.__table__  # type: ignore[attr-defined]
+_META = MetaRow.__table__  # type: ignore[attr-defined]
+
+#: warehouse_meta key recording that every item has its facts (set once they were built)
+FACTS_KEY = "metric_facts"
+FACTS_VERSION = "1"
+
+_CHUNK = 500
+_FACT_COLUMNS = (
+    "source",
+    "item_id",
+    "value_stream",
+    "flow_type",
+    "work_start",
+    "work_end",
+    "end_day",
+    "outcome",
+    "flow_time_s",
+    "active_s",
+    "last_at",
+)
+_SEGMENT_COLUMNS = (
+    "source",
+    "item_id",
+    "seg_start",
+    "seg_end",
+    "value_stream",
+    "flow_type",
+    "work_start",
+    "last_at",
+)
+_RUN_COLUMNS = ("source", "item_id", "run_start", "at", "left", "value_stream")
+
+
+def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def meta(conn: Connection, key: str) -> str | None:
+    value = conn.execute(sa.select(_META.c.value).where(_META.c.key == key)).scalar()
+    return None if value is None else str(value)
+
+
+def stored_as_of(conn: Connection) -> datetime | None:
+    """The as-of time of the stored metric rows, None before the first update."""
+    value = meta(conn, AS_OF_KEY)
+    return datetime.fromisoformat(value) if value else None
+
+
+# -- written with the items ------------------------------------------------------------
+
+
+def read_versions(
+    conn: Connection, source: str, ids: Sequence[str], *, tombstoned: bool = False
+) -> dict[str, Version]:
+    """The stored versions of these items (value stream, flow type, stage history), read
+    before a page replaces them. Tombstoned items are not in the metrics, so they are left
+    out unless `tombstoned`."""
+    query = sa.select(_ITEMS.c.item_id, _ITEMS.c.value_stream, _ITEMS.c.flow_type).where(
+        _ITEMS.c.source == source, _ITEMS.c.item_id.in_(ids)
+    )
+    if not tombstoned:
+        query = query.where(_ITEMS.c.deleted_at.is_(None))
+    heads = {r.item_id: r for r in conn.execute(query)}
+    if not heads:
+        return {}
+    steps: dict[str, list[tuple[datetime, Stage]]] = {}
+    for r in conn.execute(
+        sa.select(_TRANSITIONS.c.item_id, _TRANSITIONS.c.at, _TRANSITIONS.c.to_stage)
+        .where(_TRANSITIONS.c.source == source, _TRANSITIONS.c.item_id.in_(list(heads)))
+        .order_by(_TRANSITIONS.c.item_id, _TRANSITIONS.c.seq)
+    ):
+        steps.setdefault(r.item_id, []).append((r.at, Stage(r.to_stage)))
+    return {
+        item_id: Version(head.value_stream, head.flow_type, tuple(steps.get(item_id, ())))
+        for item_id, head in heads.items()
+    }
+
+
+def _fact_rows(
+    source: str, item_id: str, value_stream: str, flow_type: str, f: ItemFacts
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    fact = (
+        source,
+        item_id,
+        value_stream,
+        flow_type,
+        f.work_start,
+        f.work_end,
+        None if f.work_end is None else day_of(f.work_end),
+        None if f.outcome is None else f.outcome.value,
+        f.flow_time_s,
+        f.active_s,
+        f.last_at,
+    )
+    segments = [
+        (source, item_id, start, end, value_stream, flow_type, f.work_start, f.last_at)
+        for start, end in f.segments
+    ]
+    runs = [(source, item_id, start, at, left, value_stream) for start, at, left in f.run_marks]
+    return fact, segments, runs
+
+
+def _replace_facts(
+    warehouse: Warehouse,
+    conn: Connection,
+    source: str,
+    ids: Sequence[str],
+    rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]],
+) -> None:
+    for chunk in _chunks(ids):
+        for table in (FACTS, SEGMENTS, RUNS):
+            conn.execute(table.delete().where(table.c.source == source, table.c.item_id.in_(chunk)))
+    facts, segments, runs = rows
+    warehouse.insert_many(conn, FACTS, _FACT_COLUMNS, facts)
+    warehouse.insert_many(conn, SEGMENTS, _SEGMENT_COLUMNS, segments)
+    warehouse.insert_many(conn, RUNS, _RUN_COLUMNS, runs)
+
+
+def record_items(
+    warehouse: Warehouse,
+    conn: Connection,
+    source: str,
+    written: Sequence[tuple[FlowItem, ItemTimeline]],
+    before: Mapping[str, Version],
+) -> None:
+    """Write the facts of the items a page changed and the metric dirt of the change.
+
+    `written` pairs each item with ``item_timeline(item.transitions)``; `before` holds the
+    stored versions of the items that existed. Items whose stage history, value stream and
+    flow type are unchanged keep their facts and dirty nothing.
+    """
+    as_of = stored_as_of(conn)
+    changed: list[str] = []
+    facts: list[tuple[Any, ...]] = []
+    segments: list[tuple[Any, ...]] = []
+    runs: list[tuple[Any, ...]] = []
+    dirt: list[Dirt] = []
+    for item, timeline in written:
+        old = before.get(item.id)
+        new: Version | None = None
+        if old is not None or as_of is not None:
+            new = Version.of(item.value_stream, item.flow_type, item.transitions)
+            if old == new:
+                continue
+        changed.append(item.id)
+        f = item_facts(item.transitions, timeline=timeline)
+        fact, item_segments, item_runs = _fact_rows(
+            source, item.id, item.value_stream, item.flow_type, f
+        )
+        facts.append(fact)
+        segments.extend(item_segments)
+        runs.extend(item_runs)
+        if as_of is not None and new is not None:
+            dirt.extend(item_changes(old, new, as_of))
+    if changed:
+        _replace_facts(warehouse, conn, source, changed, (facts, segments, runs))
+    _insert_dirt(conn, dirt)
+
+
+def _insert_dirt(conn: Connection, dirt: Sequence[Dirt]) -> None:
+    if dirt:
+        conn.execute(
+            DIRT.insert(),
+            [
+                {
+                    "value_stream": d.value_stream,
+                    "scope": d.scope,
+                    "span_start": d.start,
+                    "span_end": d.end,
+                }
+                for d in merge_dirt(dirt)
+            ],
+        )
+
+
+def record_presence(
+    warehouse: Warehouse,
+    conn: Connection,
+    source: str,
+    tombstoned: Sequence[str],
+    revived: Sequence[str],
+) -> None:
+    """Items just tombstoned leave the metrics (their facts go), revived ones come back
+    (facts rebuilt from their stored transitions); both dirty what they touch."""
+    as_of = stored_as_of(conn)
+    dirt: list[Dirt] = []
+    for chunk in _chunks(list(tombstoned)):
+        if as_of is not None:
+            for version in read_versions(conn, source, chunk, tombstoned=True).values():
+                dirt.extend(item_removed(version, as_of))
+        _replace_facts(warehouse, conn, source, chunk, ([], [], []))
+    for chunk in _chunks(list(revived)):
+        versions = read_versions(conn, source, chunk)
+        histories = _load_transitions(conn, source, list(versions))
+        rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+        rows = ([], [], [])
+        for item_id, version in versions.items():
+            f = item_facts(histories.get(item_id, []))
+            fact, segs, rns = _fact_rows(
+                source, item_id, version.value_stream, version.flow_type, f
+            )
+            rows[0].append(fact)
+            rows[1].extend(segs)
+            rows[2].extend(rns)
+            if as_of is not None:
+                dirt.extend(item_changes(None, version, as_of))
+        _replace_facts(warehouse, conn, source, list(versions), rows)
+    _insert_dirt(conn, dirt)
+
+
+def ensure_facts(warehouse: Warehouse, conn: Connection) -> int:
+    """Build the facts of items that have none (a warehouse written before the metric
+    tables existed), streaming in chunks; returns how many were built."""
+    if meta(conn, FACTS_KEY) == FACTS_VERSION:
+        return 0
+    built = 0
+    after: tuple[str, str] | None = None
+    has_facts = (
+        sa.select(FACTS.c.item_id)
+        .where(FACTS.c.source == _ITEMS.c.source, FACTS.c.item_id == _ITEMS.c.item_id)
+        .exists()
+    )
+    while True:
+        query = sa.select(
+            _ITEMS.c.source, _ITEMS.c.item_id, _ITEMS.c.value_stream, _ITEMS.c.flow_type
+        ).where(_ITEMS.c.deleted_at.is_(None), ~has_facts)
+        if after is not None:
+            query = query.where(sa.tuple_(_ITEMS.c.source, _ITEMS.c.item_id) > sa.tuple_(*after))
+        heads = conn.execute(query.order_by(_ITEMS.c.source, _ITEMS.c.item_id).limit(_CHUNK)).all()
+        if not heads:
+            break
+        after = (heads[-1].source, heads[-1].item_id)
+        for source in sorted({h.source for h in heads}):
+            ids = [h.item_id for h in heads if h.source == source]
+            histories = _load_transitions(conn, source, ids)
+            rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+            rows = ([], [], [])
+            for h in heads:
+                if h.source != source:
+                    continue
+                f = item_facts(histories.get(h.item_id, []))
+                fact, segs, rns = _fact_rows(source, h.item_id, h.value_stream, h.flow_type, f)
+                rows[0].append(fact)
+                rows[1].extend(segs)
+                rows[2].extend(rns)
+            _replace_facts(warehouse, conn, source, ids, rows)
+            built += len(ids)
+    warehouse.set_meta(conn, FACTS_KEY, FACTS_VERSION)
+    return built
+
+
+def _load_transitions(
+    conn: Connection, source: str, ids: Sequence[str]
+) -> dict[str, list[Transition]]:
+    out: dict[str, list[Transition]] = {}
+    for chunk in _chunks(ids):
+        for r in conn.execute(
+            sa.select(
+                _TRANSITIONS.c.item_id,
+                _TRANSITIONS.c.at,
+                _TRANSITIONS.c.from_state,
+                _TRANSITIONS.c.to_state,
+                _TRANSITIONS.c.from_stage,
+                _TRANSITIONS.c.to_stage,
+            )
+            .where(_TRANSITIONS.c.source == source, _TRANSITIONS.c.item_id.in_(chunk))
+            .order_by(_TRANSITIONS.c.item_id, _TRANSITIONS.c.seq)
+        ):
+            out.setdefault(r.item_id, []).append(
+                Transition(
+                    at=r.at,
+                    from_state=r.from_state,
+                    to_state=r.to_state,
+                    from_stage=Stage(r.from_stage) if r.from_stage else None,
+                    to_stage=Stage(r.to_stage),
+                )
+            )
+    return out
+
+
+# -- read by the update ----------------------------------------------------------------
+
+
+def take_dirt(conn: Connection) -> list[Dirt]:
+    """Read and clear the recorded dirt (inside the update's transaction)."""
+    rows = conn.execute(
+        sa.select(DIRT.c.id, DIRT.c.value_stream, DIRT.c.scope, DIRT.c.span_start, DIRT.c.span_end)
+    ).all()
+    for chunk in _chunks([r.id for r in rows]):
+        conn.execute(DIRT.delete().where(DIRT.c.id.in_(chunk)))
+    return [Dirt(r.value_stream, r.scope, r.span_start, r.span_end) for r in rows]
+
+
+def clear_dirt(conn: Connection) -> None:
+    conn.execute(DIRT.delete())
+
+
+def run_marks(conn: Connection, after: int, until: int) -> list[tuple[str, int, int, bool]]:
+    """(value stream, run start, instant, left) of the changes made in ``(after, until]``
+    to runs of done/canceled that began by `after`."""
+    rows = conn.execute(
+        sa.select(RUNS.c.value_stream, RUNS.c.run_start, RUNS.c.at, RUNS.c.left).where(
+            RUNS.c.at > after, RUNS.c.at <= until, RUNS.c.run_start <= after
+        )
+    ).all()
+    return [(vs, start, at, bool(left)) for vs, start, at, left in rows]
+
+
+def value_streams(conn: Connection) -> list[str]:
+    """Every value stream with items, by skipping along the facts' index (cheap however
+    many items each stream has)."""
+    out: list[str] = []
+    while True:
+        query = sa.select(sa.func.min(FACTS.c.value_stream))
+        if out:
+            query = query.where(FACTS.c.value_stream > out[-1])
+        found = conn.execute(query).scalar()
+        if found is None:
+            return out
+        out.append(str(found))
+
+
+@dataclass(slots=True)
+class Pending:
+    """An item with transitions after the as-of time: its facts as of that time."""
+
+    slot: int
+    facts: ItemFacts
+
+
+def pending(conn: Connection, as_of: int, as_of_time: datetime) -> dict[str, list[Pending]]:
+    """Items with transitions after the as-of time, per value stream, with their facts as
+    of it (their stored facts describe a later state)."""
+    heads = conn.execute(
+        sa.select(FACTS.c.source, FACTS.c.item_id, FACTS.c.value_stream, FACTS.c.flow_type).where(
+            FACTS.c.last_at > as_of
+        )  # no ORDER BY: it would trade the index for a scan
+    ).all()
+    out: dict[str, list[Pending]] = {}
+    for source in sorted({h.source for h in heads}):
+        mine = [h for h in heads if h.source == source]
+        histories = _load_transitions(conn, source, [h.item_id for h in mine])
+        for h in mine:
+            f = item_facts(histories.get(h.item_id, []), as_of_time)
+            out.setdefault(h.value_stream, []).append(Pending(TYPE_SLOT[h.flow_type], f))
+    return out
+
+
+def _finish_at(f: Finish) -> int:
+    return f.at
+
+
+@dataclass(slots=True)
+class FactsReader:
+    """The facts of one value stream as of the update's as-of time. Items with transitions
+    after it are left out of every query and taken from `pending` instead."""
+
+    conn: Connection
+    value_stream: str
+    as_of: int
+    pending: list[Pending]
+    exclude_pending: bool
+    rows_read: int = 0
+
+    def _current(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
+        where = [table.c.value_stream == self.value_stream]
+        if self.exclude_pending:
+            where.append(sa.or_(table.c.last_at.is_(None), table.c.last_at <= self.as_of))
+        return where
+
+    def first_day(self) -> int | None:
+        """The first day any item touches: that of the earliest work start (less a
+        microsecond) or work end."""
+        row = self.conn.execute(
+            sa.select(sa.func.min(FACTS.c.work_start), sa.func.min(FACTS.c.end_day)).where(
+                *self._current(FACTS)
+            )
+        ).one()
+        marks = [None if row[0] is None else row[0] - 1, row[1]]
+        for p in self.pending:
+            if p.facts.work_start is not None:
+                marks.append(p.facts.work_start - 1)
+            marks.append(p.facts.work_end)
+        found = [m for m in marks if m is not None]
+        return day_of(min(found)) if found else None
+
+    def in_progress_before(self, t: int) -> list[tuple[int, int]]:
+        """(slot, work start) of the items in progress just before `t`."""
+        where = self._current(SEGMENTS)
+        columns = (SEGMENTS.c.flow_type, SEGMENTS.c.work_start)
+        open_now = sa.select(*columns).where(
+            *where, SEGMENTS.c.seg_end.is_(None), SEGMENTS.c.seg_start < t
+        )
+        ending_later = sa.select(*columns).where(
+            *where, SEGMENTS.c.seg_end >= t, SEGMENTS.c.seg_start < t
+        )
+        slot = TYPE_SLOT
+        out = [
+            (slot[flow_type], work_start)
+            for flow_type, work_start in self.conn.execute(
+                sa.union_all(open_now, ending_later)  # two index ranges, one round trip
+            ).all()
+        ]
+        self.rows_read += len(out)
+        for p in self.pending:
+            ws = p.facts.work_start
+            for start, end in p.facts.segments:
+                if start < t and (end is None or end >= t) and ws is not None:
+                    out.append((p.slot, ws))
+        return out
+
+    def segment_events(self, lo: int, hi: int) -> list[SegmentEvent]:
+        """Segment starts and ends within ``[lo, hi]``, sorted."""
+        where = self._current(SEGMENTS)
+        columns = (SEGMENTS.c.flow_type, SEGMENTS.c.work_start)
+        slot = TYPE_SLOT
+        starts = sa.select(SEGMENTS.c.seg_start, sa.literal(1), *columns).where(
+            *where, SEGMENTS.c.seg_start >= lo, SEGMENTS.c.seg_start <= hi
+        )
+        ends = sa.select(SEGMENTS.c.seg_end, sa.literal(-1), *columns).where(
+            *where, SEGMENTS.c.seg_end >= lo, SEGMENTS.c.seg_end <= hi
+        )
+        events = [
+            SegmentEvent(at, delta, slot[ft], ws)
+            for at, delta, ft, ws in self.conn.execute(sa.union_all(starts, ends)).all()
+        ]
+        self.rows_read += len(events)
+        for p in self.pending:
+            ws = p.facts.work_start
+            if ws is None:
+                continue
+            for start, end in p.facts.segments:
+                if lo <= start <= hi:
+                    events.append(SegmentEvent(start, 1, p.slot, ws))
+                if end is not None and lo <= end <= hi:
+                    events.append(SegmentEvent(end, -1, p.slot, ws))
+        events.sort()  # by instant; at a tie, leaving before entering
+        return events
+
+    _FINISH_COLUMNS = (
+        FACTS.c.work_end,
+        FACTS.c.outcome,
+        FACTS.c.flow_type,
+        FACTS.c.flow_time_s,
+        FACTS.c.active_s,
+    )
+
+    def finishes(self, lo: int, hi: int) -> list[Finish]:
+        """Items whose work ended on the days ``[lo, hi)`` (done or canceled), sorted by
+        work end. `lo` and `hi` are day starts."""
+        rows = self.conn.execute(
+            sa.select(*self._FINISH_COLUMNS).where(
+                *self._current(FACTS), FACTS.c.end_day >= lo, FACTS.c.end_day < hi
+            )
+        ).all()
+        return self._finishes(rows, lambda day: lo <= day < hi)
+
+    def finishes_on(self, days: Sequence[int]) -> list[Finish]:
+        """Items whose work ended on any of `days` (day starts), sorted by work end."""
+        rows: list[Any] = []
+        for chunk in _chunks(list(days)):
+            rows.extend(
+                self.conn.execute(
+                    sa.select(*self._FINISH_COLUMNS).where(
+                        *self._current(FACTS), FACTS.c.end_day.in_(chunk)
+                    )
+                ).all()
+            )
+        wanted = set(days)
+        return self._finishes(rows, wanted.__contains__)
+
+    def _finishes(self, rows: Sequence[Any], on_day: Callable[[int], bool]) -> list[Finish]:
+        slot, done = TYPE_SLOT, Stage.DONE.value
+        out = [
+            Finish(at, outcome == done, slot[ft], flow, active)
+            for at, outcome, ft, flow, active in rows
+        ]
+        self.rows_read += len(out)
+        for p in self.pending:
+            f = p.facts
+            if f.work_end is not None and f.outcome is not None and on_day(day_of(f.work_end)):
+                finished = f.outcome is Stage.DONE
+                out.append(Finish(f.work_end, finished, p.slot, f.flow_time_s, f.active_s))
+        out.sort(key=_finish_at)
+        return out
+
+    def covered(self, start: int, end: int) -> bool:
+        """Whether any item's flow, from its work start to its work end (or the as-of time),
+        meets the instants ``[start, end]``: such an item touches the bucket."""
+        hit = self.conn.execute(
+            sa.select(FACTS.c.work_start)
+            .where(
+                *self._current(FACTS),
+                FACTS.c.work_start.is_not(None),
+                FACTS.c.work_start <= end,
+                sa.or_(FACTS.c.work_end.is_(None), FACTS.c.work_end >= start),
+            )
+            .order_by(FACTS.c.work_start.desc())
+            .limit(1)
+        ).first()
+        if hit is not None:
+            return True
+        for p in self.pending:
+            f = p.facts
+            reaches = f.work_end is None or f.work_end >= start
+            if f.work_start is not None and f.work_start <= end and reaches:
+                return True
+        return False
+
+
+# -- days ------------------------------------------------------------------------------
+
+
+def read_days(
+    conn: Connection, value_stream: str, lo: int, hi: int
+) -> dict[int, tuple[Load, Finished]]:
+    """The stored days starting in ``[lo, hi)``: load and done items of each."""
+    rows = conn.execute(
+        sa.select(DAYS.c.day, DAYS.c.data).where(
+            DAYS.c.value_stream == value_stream, DAYS.c.day >= lo, DAYS.c.day < hi
+        )
+    ).all()
+    return {day: decode_day(data) for day, data in rows}
+
+
+def read_days_at(
+    conn: Connection, value_stream: str, days: Sequence[int]
+) -> dict[int, tuple[Load, Finished]]:
+    """The stored days among `days`."""
+    out: dict[int, tuple[Load, Finished]] = {}
+    for chunk in _chunks(list(days)):
+        rows = conn.execute(
+            sa.select(DAYS.c.day, DAYS.c.data).where(
+                DAYS.c.value_stream == value_stream, DAYS.c.day.in_(chunk)
+            )
+        ).all()
+        out.update((day, decode_day(data)) for day, data in rows)
+    return out
+
+
+def touched_days(conn: Connection, value_stream: str, lo: int, hi: int) -> set[int]:
+    """The days starting in ``[lo, hi)`` that are stored (the touched days)."""
+    return set(
+        conn.execute(
+            sa.select(DAYS.c.day).where(
+                DAYS.c.value_stream == value_stream, DAYS.c.day >= lo, DAYS.c.day < hi
+            )
+        ).scalars()
+    )
+
+
+def delete_days(conn: Connection, value_stream: str, days: Sequence[int]) -> None:
+    for chunk in _chunks(list(days)):
+        conn.execute(
+            DAYS.delete().where(DAYS.c.value_stream == value_stream, DAYS.c.day.in_(chunk))
+        )
+
+
+def write_days(
+    warehouse: Warehouse,
+    conn: Connection,
+    value_stream: str,
+    days: Sequence[tuple[int, Load, Finished]],
+) -> None:
+    rows = [(value_stream, day, encode_day(load, finished)) for day, load, finished in days]
+    warehouse.insert_many(conn, DAYS, ("value_stream", "day", "data"), rows)
