@@ -8,7 +8,7 @@ runs inside `update_metrics`' transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from syncd.domain import FlowItem, Stage, Transition
+from syncd.domain import FlowItem, Stage
 from syncd.metrics.facts import (
     AS_OF_KEY,
     Dirt,
@@ -48,6 +48,7 @@ from syncd.warehouse.models import (
     MetricSegmentRow,
     TransitionRow,
 )
+from syncd.warehouse.reads import CHUNK, chunks, load_transitions
 
 if TYPE_CHECKING:
     from syncd.warehouse.store import Warehouse
@@ -65,7 +66,7 @@ _META = MetaRow.__table__  # type: ignore[attr-defined]
 FACTS_KEY = "metric_facts"
 FACTS_VERSION = "1"
 
-_CHUNK = 500
+_CHUNK = CHUNK
 _FACT_COLUMNS = (
     "source",
     "item_id",
@@ -90,11 +91,6 @@ _SEGMENT_COLUMNS = (
     "last_at",
 )
 _RUN_COLUMNS = ("source", "item_id", "run_start", "at", "left", "value_stream")
-
-
-def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def meta(conn: Connection, key: str) -> str | None:
@@ -169,7 +165,7 @@ def _replace_facts(
     ids: Sequence[str],
     rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]],
 ) -> None:
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for table in (FACTS, SEGMENTS, RUNS):
             conn.execute(table.delete().where(table.c.source == source, table.c.item_id.in_(chunk)))
     facts, segments, runs = rows
@@ -246,14 +242,14 @@ def record_presence(
     (facts rebuilt from their stored transitions); both dirty what they touch."""
     as_of = stored_as_of(conn)
     dirt: list[Dirt] = []
-    for chunk in _chunks(list(tombstoned)):
+    for chunk in chunks(list(tombstoned)):
         if as_of is not None:
             for version in read_versions(conn, source, chunk, tombstoned=True).values():
                 dirt.extend(item_removed(version, as_of))
         _replace_facts(warehouse, conn, source, chunk, ([], [], []))
-    for chunk in _chunks(list(revived)):
+    for chunk in chunks(list(revived)):
         versions = read_versions(conn, source, chunk)
-        histories = _load_transitions(conn, source, list(versions))
+        histories = load_transitions(conn, source, list(versions))
         rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
         rows = ([], [], [])
         for item_id, version in versions.items():
@@ -294,7 +290,7 @@ def ensure_facts(warehouse: Warehouse, conn: Connection) -> int:
         after = (heads[-1].source, heads[-1].item_id)
         for source in sorted({h.source for h in heads}):
             ids = [h.item_id for h in heads if h.source == source]
-            histories = _load_transitions(conn, source, ids)
+            histories = load_transitions(conn, source, ids)
             rows: tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
             rows = ([], [], [])
             for h in heads:
@@ -311,35 +307,6 @@ def ensure_facts(warehouse: Warehouse, conn: Connection) -> int:
     return built
 
 
-def _load_transitions(
-    conn: Connection, source: str, ids: Sequence[str]
-) -> dict[str, list[Transition]]:
-    out: dict[str, list[Transition]] = {}
-    for chunk in _chunks(ids):
-        for r in conn.execute(
-            sa.select(
-                _TRANSITIONS.c.item_id,
-                _TRANSITIONS.c.at,
-                _TRANSITIONS.c.from_state,
-                _TRANSITIONS.c.to_state,
-                _TRANSITIONS.c.from_stage,
-                _TRANSITIONS.c.to_stage,
-            )
-            .where(_TRANSITIONS.c.source == source, _TRANSITIONS.c.item_id.in_(chunk))
-            .order_by(_TRANSITIONS.c.item_id, _TRANSITIONS.c.seq)
-        ):
-            out.setdefault(r.item_id, []).append(
-                Transition(
-                    at=r.at,
-                    from_state=r.from_state,
-                    to_state=r.to_state,
-                    from_stage=Stage(r.from_stage) if r.from_stage else None,
-                    to_stage=Stage(r.to_stage),
-                )
-            )
-    return out
-
-
 # -- read by the update ----------------------------------------------------------------
 
 
@@ -348,7 +315,7 @@ def take_dirt(conn: Connection) -> list[Dirt]:
     rows = conn.execute(
         sa.select(DIRT.c.id, DIRT.c.value_stream, DIRT.c.scope, DIRT.c.span_start, DIRT.c.span_end)
     ).all()
-    for chunk in _chunks([r.id for r in rows]):
+    for chunk in chunks([r.id for r in rows]):
         conn.execute(DIRT.delete().where(DIRT.c.id.in_(chunk)))
     return [Dirt(r.value_stream, r.scope, r.span_start, r.span_end) for r in rows]
 
@@ -401,7 +368,7 @@ def pending(conn: Connection, as_of: int, as_of_time: datetime) -> dict[str, lis
     out: dict[str, list[Pending]] = {}
     for source in sorted({h.source for h in heads}):
         mine = [h for h in heads if h.source == source]
-        histories = _load_transitions(conn, source, [h.item_id for h in mine])
+        histories = load_transitions(conn, source, [h.item_id for h in mine])
         for h in mine:
             f = item_facts(histories.get(h.item_id, []), as_of_time)
             out.setdefault(h.value_stream, []).append(Pending(TYPE_SLOT[h.flow_type], f))
@@ -520,7 +487,7 @@ class FactsReader:
     def finishes_on(self, days: Sequence[int]) -> list[Finish]:
         """Items whose work ended on any of `days` (day starts), sorted by work end."""
         rows: list[Any] = []
-        for chunk in _chunks(list(days)):
+        for chunk in chunks(list(days)):
             rows.extend(
                 self.conn.execute(
                     sa.select(*self._FINISH_COLUMNS).where(
@@ -590,7 +557,7 @@ def read_days_at(
 ) -> dict[int, tuple[Load, Finished]]:
     """The stored days among `days`."""
     out: dict[int, tuple[Load, Finished]] = {}
-    for chunk in _chunks(list(days)):
+    for chunk in chunks(list(days)):
         rows = conn.execute(
             sa.select(DAYS.c.day, DAYS.c.data).where(
                 DAYS.c.value_stream == value_stream, DAYS.c.day.in_(chunk)
@@ -612,7 +579,7 @@ def touched_days(conn: Connection, value_stream: str, lo: int, hi: int) -> set[i
 
 
 def delete_days(conn: Connection, value_stream: str, days: Sequence[int]) -> None:
-    for chunk in _chunks(list(days)):
+    for chunk in chunks(list(days)):
         conn.execute(
             DAYS.delete().where(DAYS.c.value_stream == value_stream, DAYS.c.day.in_(chunk))
         )

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from syncd.contract import Cursor, Page
-from syncd.domain import FlowItem, Stage, Transition
+from syncd.domain import FlowItem, Transition
 from syncd.errors import ConfigError
 from syncd.metrics import ledger as metric_ledger
 from syncd.metrics.facts import Version
@@ -36,6 +36,7 @@ from syncd.warehouse.models import (
     SyncRunRow,
     TransitionRow,
 )
+from syncd.warehouse.reads import chunks, load_transitions
 
 RAW = RawPageRow.__table__  # type: ignore[attr-defined]
 ITEMS = ItemRow.__table__  # type: ignore[attr-defined]
@@ -46,7 +47,6 @@ RUNS = SyncRunRow.__table__  # type: ignore[attr-defined]
 METRICS = MetricRowRecord.__table__  # type: ignore[attr-defined]
 META = MetaRow.__table__  # type: ignore[attr-defined]
 
-_CHUNK = 500
 _TRANSITION_COLUMNS = (
     "source",
     "item_id",
@@ -58,11 +58,6 @@ _TRANSITION_COLUMNS = (
     "to_stage",
 )
 _LINK_COLUMNS = ("source", "item_id", "link_type", "direction", "target_key", "target_id")
-
-
-def _chunks(values: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def engine_url(url: str) -> str:
@@ -273,7 +268,7 @@ class Warehouse:
         `synced_since`, were written at or after it: a resync refetches the others)."""
         out: dict[str, datetime] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 query = sa.select(ITEMS.c.item_id, ITEMS.c.updated_at).where(
                     ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk)
                 )
@@ -333,7 +328,7 @@ class Warehouse:
     ) -> None:
         ids = [item.id for item in items]
         before: dict[str, Version] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             before.update(metric_ledger.read_versions(conn, source, chunk))
             conn.execute(
                 TRANSITIONS.delete().where(
@@ -427,7 +422,7 @@ class Warehouse:
             gone = [r for r in rows if r.deleted_at is None and r.item_id not in present]
             back = [r for r in rows if r.deleted_at is not None and r.item_id in present]
             for group, value in ((gone, now), (back, None)):
-                for chunk in _chunks([r.item_id for r in group]):
+                for chunk in chunks([r.item_id for r in group]):
                     conn.execute(
                         ITEMS.update()
                         .where(ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))
@@ -459,21 +454,8 @@ class Warehouse:
         for head in heads:
             by_source.setdefault(head.source, []).append(head.item_id)
         for source, ids in by_source.items():
-            for chunk in _chunks(ids):
-                for r in conn.execute(
-                    sa.select(TRANSITIONS)
-                    .where(TRANSITIONS.c.source == source, TRANSITIONS.c.item_id.in_(chunk))
-                    .order_by(TRANSITIONS.c.item_id, TRANSITIONS.c.seq)
-                ):
-                    transitions.setdefault((source, r.item_id), []).append(
-                        Transition(
-                            at=r.at,
-                            from_state=r.from_state,
-                            to_state=r.to_state,
-                            from_stage=Stage(r.from_stage) if r.from_stage else None,
-                            to_stage=Stage(r.to_stage),
-                        )
-                    )
+            for item_id, history in load_transitions(conn, source, ids).items():
+                transitions[(source, item_id)] = history
         return [
             StoredItem(
                 source=h.source,
