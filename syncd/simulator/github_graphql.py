@@ -27,7 +27,6 @@ import functools
 import json
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +51,7 @@ from graphql import (
     VariableNode,
 )
 
+from syncd.simulator.common import BoundedCache
 from syncd.simulator.github_data import (
     EVENT_KINDS,
     LABEL_COLORS,
@@ -1026,7 +1026,7 @@ def _points(requests: int) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
-_PARSED: OrderedDict[str, DocumentNode | list[Json]] = OrderedDict()
+_PARSED: BoundedCache[str, DocumentNode | list[Json]] = BoundedCache(64)
 _PARSED_LOCK = threading.Lock()  # shared by every simulator in the process
 _ALL_RULES = tuple(graphql.specified_rules)
 _NO_VARIABLE_RULES = tuple(
@@ -1046,7 +1046,6 @@ def _document(query: str) -> DocumentNode | list[Json]:
     with _PARSED_LOCK:
         cached = _PARSED.get(query)
         if cached is not None:
-            _PARSED.move_to_end(query)
             return cached
     result: DocumentNode | list[Json]
     try:
@@ -1060,10 +1059,7 @@ def _document(query: str) -> DocumentNode | list[Json]:
         errors = graphql.validate(schema(), document, rules=rules)
         result = [_format(e) for e in errors] if errors else document
     with _PARSED_LOCK:
-        _PARSED[query] = result
-        while len(_PARSED) > 64:
-            _PARSED.popitem(last=False)
-    return result
+        return _PARSED.put(query, result)
 
 
 def _operation(

@@ -43,7 +43,6 @@ import json
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +64,7 @@ from graphql import (
     SelectionSetNode,
 )
 
+from syncd.simulator.common import BoundedCache
 from syncd.simulator.gitlab_data import (
     ISSUE,
     MERGE_REQUEST,
@@ -702,7 +702,7 @@ def _message(text: str) -> Json:
 
 # --------------------------------------------------------------------------- entry point
 
-_PARSED: OrderedDict[tuple[str, bool], DocumentNode | list[Json]] = OrderedDict()
+_PARSED: BoundedCache[tuple[str, bool], DocumentNode | list[Json]] = BoundedCache(64)
 _PARSED_LOCK = threading.Lock()  # shared by every simulator in the process
 
 
@@ -712,7 +712,6 @@ def _document(query: str, notes_filter: bool) -> DocumentNode | list[Json]:
     with _PARSED_LOCK:
         cached = _PARSED.get(key)
         if cached is not None:
-            _PARSED.move_to_end(key)
             return cached
     result: DocumentNode | list[Json]
     try:
@@ -723,10 +722,7 @@ def _document(query: str, notes_filter: bool) -> DocumentNode | list[Json]:
         errors = graphql.validate(schema(notes_filter), document)
         result = [_format(e) for e in errors] if errors else document
     with _PARSED_LOCK:
-        _PARSED[key] = result
-        while len(_PARSED) > 64:
-            _PARSED.popitem(last=False)
-    return result
+        return _PARSED.put(key, result)
 
 
 def _operation(document: DocumentNode, name: str | None) -> OperationDefinitionNode | str:
