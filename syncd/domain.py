@@ -97,3 +97,5 @@ class FlowItem:
     updated_at: datetime
     transitions: list[Transition] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
+    #: the tracker's labels (names), in the tracker's order; value streams can match on them
+    labels: list[str] = field(default_factory=list)

@@ -330,6 +330,7 @@ def parse_item(
         updated_at=max(updated, transitions[-1].at),
         transitions=transitions,
         links=links,
+        labels=labels,
     )
 
 

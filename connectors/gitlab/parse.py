@@ -286,6 +286,7 @@ def parse_item(
         updated_at=max(updated, transitions[-1].at),
         transitions=transitions,
         links=list(links),
+        labels=labels,
     )
 
 

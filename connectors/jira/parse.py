@@ -229,6 +229,7 @@ def parse_issue(
         updated_at=max(updated, transitions[-1].at),
         transitions=transitions,
         links=parse_links(fields.get("issuelinks") or ()),
+        labels=labels,
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, TypeDecorator
+from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Text, TypeDecorator
+from sqlalchemy import text as sa_text
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -80,6 +81,10 @@ class ItemRow(SQLModel, table=True):
     value_stream: str
     stage: str
     state: str
+    #: the item's labels as a JSON list of strings (value streams can match on them)
+    labels: str = Field(
+        default="[]", sa_column=Column(Text, nullable=False, server_default=sa_text("'[]'"))
+    )
     created_at: datetime = _ts(nullable=False)
     updated_at: datetime = _ts(nullable=False)
     work_start: datetime | None = _ts()
@@ -278,6 +283,28 @@ class MetricDirtRow(SQLModel, table=True):
     scope: str
     span_start: int = _us(nullable=False)
     span_end: int | None = _us()
+
+
+class ValueStreamRow(SQLModel, table=True):
+    """A value stream as the config defines it (`[[value_streams]]`), in config order, or one
+    that only exists because a source names it (`configured` false). Rewritten from the config
+    whenever it changes (syncd/streams.py)."""
+
+    __tablename__ = "value_streams"
+
+    name: str = Field(primary_key=True)
+    position: int
+    configured: bool
+
+
+class ValueStreamTargetRow(SQLModel, table=True):
+    """A value stream's target investment share of one flow type (0..1)."""
+
+    __tablename__ = "value_stream_targets"
+
+    value_stream: str = Field(primary_key=True)
+    flow_type: str = Field(primary_key=True)
+    share: float = Field(sa_column=Column(Float, nullable=False))
 
 
 class MetaRow(SQLModel, table=True):

@@ -357,6 +357,7 @@ class Warehouse:
                     "value_stream": item.value_stream,
                     "stage": item.stage.value,
                     "state": item.state,
+                    "labels": json.dumps(item.labels, ensure_ascii=False),
                     "created_at": item.created_at,
                     "updated_at": item.updated_at,
                     "work_start": figures.work_start,
