@@ -11,7 +11,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -298,8 +298,12 @@ def cmd_check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_metrics(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     from syncd.metrics.incremental import compute_in_memory, stored_rows, update_metrics
+    from syncd.streams import ValueStreams, with_targets, write_tables
 
     warehouse = _warehouse(config)
+    streams = ValueStreams.from_config(config)
+    write_tables(warehouse, streams)
+    targets = {vs.name: vs.target_distribution for vs in streams.streams if vs.target_distribution}
     if args.as_of is not None:
         rows = compute_in_memory(
             warehouse, kind=args.period, as_of=args.as_of, value_stream=args.value_stream
@@ -308,19 +312,21 @@ def cmd_metrics(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         update_metrics(warehouse, as_of=datetime.now(UTC))
         rows = stored_rows(warehouse, kind=args.period, value_stream=args.value_stream)
     warehouse.close()
+    records = with_targets(rows, targets)
     if args.format == "json":
-        json.dump([r.to_json() for r in rows], out, ensure_ascii=False, indent=1)
+        json.dump(records, out, ensure_ascii=False, indent=1)
         out.write("\n")
     elif args.format == "csv":
         from syncd.export import metric_record_flat
 
-        flat = [metric_record_flat(r) for r in rows]
+        flat = [metric_record_flat(r) for r in records]
         if flat:
-            writer = csv.DictWriter(out, fieldnames=list(flat[0]), lineterminator="\n")
+            fields = list(dict.fromkeys(k for f in flat for k in f))
+            writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
             writer.writeheader()
             writer.writerows({k: "" if v is None else v for k, v in f.items()} for f in flat)
     else:
-        print_table(rows, out, last=args.last)
+        print_table(rows, out, last=args.last, targets=targets)
     return EXIT_OK
 
 
@@ -332,8 +338,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
 
-def print_table(rows: Sequence[Any], out: TextIO, *, last: int = 0) -> None:
-    """A readable table of the all-types rows: one line per value stream and period."""
+_TYPES = ("feature", "defect", "risk", "debt", "unclassified")
+
+
+def print_table(
+    rows: Sequence[Any],
+    out: TextIO,
+    *,
+    last: int = 0,
+    targets: Mapping[str, Mapping[str, float]] | None = None,
+) -> None:
+    """A readable table of the all-types rows: one line per value stream and period, with the
+    distribution's deviation from the value stream's target in share points."""
     all_rows = [r for r in rows if r.flow_type == "all"]
     if last:
         per_vs: dict[str, list[Any]] = {}
@@ -346,18 +362,21 @@ def print_table(rows: Sequence[Any], out: TextIO, *, last: int = 0) -> None:
     header = (
         f"{'value stream':<16} {'period':<11} {'velocity':>8} {'ft p50 d':>8} "
         f"{'ft p85 d':>8} {'effic.':>6} {'load':>5} {'load avg':>8} {'age p85 d':>9}  "
-        f"distribution (feature/defect/risk/debt/unclassified)"
+        f"{'distribution f/d/r/db/u %':<26} vs target (points)"
     )
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in all_rows:
         dist = r.distribution
-        shares = (
-            "/".join(
-                f"{dist.get(t, 0) * 100:.0f}"
-                for t in ("feature", "defect", "risk", "debt", "unclassified")
+        shares = "/".join(f"{dist.get(t, 0) * 100:.0f}" for t in _TYPES) if dist else "-"
+        target = (targets or {}).get(r.value_stream) or {}
+        deviation = (
+            " ".join(
+                f"{t} {((dist or {}).get(t, 0) - target[t]) * 100:+.0f}"
+                for t in _TYPES
+                if t in target
             )
-            if dist
+            if target and dist
             else "-"
         )
         load_avg = "-" if r.load_avg is None else f"{r.load_avg:.1f}"
@@ -365,7 +384,7 @@ def print_table(rows: Sequence[Any], out: TextIO, *, last: int = 0) -> None:
             f"{r.value_stream[:16]:<16} {r.period_start.date().isoformat():<11} "
             f"{r.velocity:>8} {_days(r.flow_time.p50_s):>8} {_days(r.flow_time.p85_s):>8} "
             f"{_pct(r.efficiency):>6} {r.load_end:>5} {load_avg:>8} "
-            f"{_days(r.age.p85_s):>9}  {shares}",
+            f"{_days(r.age.p85_s):>9}  {shares:<26} {deviation}",
             file=out,
         )
 

@@ -27,6 +27,7 @@ from pydantic import (
 
 from syncd.domain import FLOW_TYPES, Stage
 from syncd.errors import ConfigError
+from syncd.streams import ValueStreamConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -291,6 +292,8 @@ class Config(BaseModel):
     sync: SyncConfig = SyncConfig()
     daemon: DaemonConfig = DaemonConfig()
     sources: list[Any] = Field(default_factory=list)  # each a SourceConfig subclass instance
+    #: `[[value_streams]]`, in config order: an item belongs to the first that claims it
+    value_streams: list[ValueStreamConfig] = Field(default_factory=list)
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -367,11 +370,39 @@ def load_config(path: str | Path) -> Config:
             problems.append(f"{file}: {key}.name: duplicate source name {source.name!r}")
         seen.add(source.name)
         sources.append(source)
+    if config is not None:
+        problems += _check_value_streams(config.value_streams, sources, str(file))
     if problems or config is None:
         error = ConfigError("\n".join(problems))
         error.file = str(file)
         raise error
     return config.model_copy(update={"sources": sources})
+
+
+def _check_value_streams(
+    streams: list[ValueStreamConfig], sources: list[SourceConfig], file: str
+) -> list[str]:
+    """What a value stream's scopes can only be checked against the sources for."""
+    kinds = {s.name: s.kind for s in sources}
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, vs in enumerate(streams):
+        if vs.name in seen:
+            problems.append(f"{file}: value_streams[{i}].name: duplicate value stream {vs.name!r}")
+        seen.add(vs.name)
+        for j, scope in enumerate(vs.scopes):
+            key = f"value_streams[{i}].scopes[{j}]"
+            if scope.source not in kinds:
+                names = ", ".join(sorted(kinds)) or "none"
+                problems.append(
+                    f"{file}: {key}.source: no source named {scope.source!r} (configured: {names})"
+                )
+            elif scope.jql is not None and kinds[scope.source] != "jira":
+                problems.append(
+                    f"{file}: {key}.jql: JQL needs a Jira source; {scope.source!r} is "
+                    f"{kinds[scope.source]}"
+                )
+    return problems
 
 
 def _load_source(raw: object, file: Path, key: str) -> SourceConfig:

@@ -105,15 +105,21 @@ def iter_transitions(warehouse: Warehouse) -> Iterator[dict[str, Any]]:
             }
 
 
-def metric_record_flat(row: MetricRow) -> dict[str, Any]:
-    """A metric row flattened for CSV: nested stats become prefixed columns."""
-    data = row.to_json()
+def metric_record_flat(row: MetricRow | dict[str, Any]) -> dict[str, Any]:
+    """A metric row (or its JSON record) flattened for CSV: nested stats become prefixed
+    columns."""
+    data = row if isinstance(row, dict) else row.to_json()
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in ("flow_time", "age"):
             for sub, sub_value in value.items():
                 flat[f"{key}_{sub}"] = sub_value
-        elif key in ("distribution", "load_distribution"):
+        elif key in (
+            "distribution",
+            "load_distribution",
+            "target_distribution",
+            "distribution_deviation",
+        ):
             for flow_type in FLOW_TYPES:
                 flat[f"{key}_{flow_type}"] = (value or {}).get(flow_type) if value else None
         else:

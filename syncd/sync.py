@@ -23,6 +23,7 @@ from syncd.errors import Interrupted, SyncdError
 from syncd.http import HttpClient
 from syncd.records import SkipHold
 from syncd.registry import connector_class
+from syncd.streams import JqlMatcher, ValueStreams, reassign_source
 from syncd.warehouse.store import Warehouse
 
 log = structlog.get_logger("syncd.sync")
@@ -82,6 +83,10 @@ def sync_source(
     bound.info("sync.start", kind=source.kind, full=full)
     try:
         connector = make_connector(source, http)
+        streams = ValueStreams.from_config(config)
+        matcher = connector if isinstance(connector, JqlMatcher) else None
+        # items stored under an older value stream configuration move first
+        reassign_source(warehouse, streams, source.name, matcher)
         for stream in connector.streams():
             slog = bound.bind(stream=stream)
             structlog.contextvars.bind_contextvars(stream=stream)
@@ -101,6 +106,7 @@ def sync_source(
             hold = SkipHold(cursor, source=source.name, stream=stream)
             fetched = _keep_pass_start(connector.fetch(stream, cursor, context), context)
             for page in hold.pages(fetched):
+                page = streams.assign_page(source.name, page, matcher)
                 written = warehouse.commit_page(
                     source=source.name, stream=stream, run_id=run_id, page=page, now=clock()
                 )

@@ -268,6 +268,11 @@ def test_metrics_json_as_of(config: str) -> None:
         "distribution",
         "load_distribution",
         "age",
+        "distribution_share",
+        "target_share",
+        "deviation",
+        "target_distribution",
+        "distribution_deviation",
     }
     _check(rows)
 

@@ -69,6 +69,10 @@ class _BasicAuth(httpx.BasicAuth):
         return "BasicAuth(***)"
 
 
+#: issue ids per `id in (...)` clause: keeps the JQL well under Jira's length limits
+_IDS_PER_QUERY = 200
+
+
 def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
@@ -183,8 +187,22 @@ class JiraConnector:
         Cloud's search/jql, 1000 on Data Center's search)."""
         if stream != STREAM:
             raise ConfigError(f"Jira sources have one stream, {STREAM!r}, not {stream!r}")
+        yield from self._ids(self._jql(None))
+
+    def matching(self, jql: str, ids: Sequence[str] | None) -> set[str]:
+        """The issues among `ids` (every issue in the source's scope when None) that `jql`
+        selects, asked of Jira with ids only: a value stream's JQL scope (syncd/streams.py)."""
+        scope = self.config.jql.strip()
+        if ids is None:
+            return set(self._ids(f"({scope}) AND ({jql})" if scope else f"({jql})"))
+        found: set[str] = set()
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ", ".join(str(int(i)) for i in ids[start : start + _IDS_PER_QUERY])
+            found.update(self._ids(f"({jql}) AND id in ({chunk})"))
+        return found
+
+    def _ids(self, jql: str) -> Iterator[str]:
         self.deployment = self.deployment or self._detect()
-        jql = self._jql(None)
         if self.deployment == "cloud":
             token: str | None = None
             while True:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from syncd.contract import Cursor, Page
-from syncd.domain import FlowItem, Transition
+from syncd.domain import FlowItem, Link, Stage, Transition
 from syncd.errors import ConfigError
 from syncd.metrics import ledger as metric_ledger
 from syncd.metrics.facts import Version
@@ -35,6 +35,8 @@ from syncd.warehouse.models import (
     RawPageRow,
     SyncRunRow,
     TransitionRow,
+    ValueStreamRow,
+    ValueStreamTargetRow,
 )
 from syncd.warehouse.reads import chunks, load_transitions
 
@@ -46,6 +48,8 @@ CURSORS = CursorRow.__table__  # type: ignore[attr-defined]
 RUNS = SyncRunRow.__table__  # type: ignore[attr-defined]
 METRICS = MetricRowRecord.__table__  # type: ignore[attr-defined]
 META = MetaRow.__table__  # type: ignore[attr-defined]
+STREAMS = ValueStreamRow.__table__  # type: ignore[attr-defined]
+TARGETS = ValueStreamTargetRow.__table__  # type: ignore[attr-defined]
 
 _TRANSITION_COLUMNS = (
     "source",
@@ -324,8 +328,15 @@ class Warehouse:
         return len(items)
 
     def _write_items(
-        self, conn: Connection, source: str, items: Sequence[FlowItem], now: datetime
+        self,
+        conn: Connection,
+        source: str,
+        items: Sequence[FlowItem],
+        now: datetime,
+        synced_at: Mapping[str, datetime] | None = None,
     ) -> None:
+        """Write items with their transitions, links and metric facts. `synced_at` keeps the
+        sync time of items rewritten from the warehouse itself (not fetched now)."""
         ids = [item.id for item in items]
         before: dict[str, Version] = {}
         for chunk in chunks(ids):
@@ -367,7 +378,7 @@ class Warehouse:
                     "active_s": figures.active_s,
                     "wait_s": figures.wait_s,
                     "deleted_at": None,
-                    "synced_at": now,
+                    "synced_at": synced_at.get(item.id, now) if synced_at else now,
                 }
             )
             transition_rows.extend(
@@ -434,13 +445,98 @@ class Warehouse:
             )
         return len(gone), len(back)
 
-    def value_streams(self) -> list[str]:
+    def value_streams(self, conn: Connection | None = None) -> list[str]:
+        """The value streams items carry (tombstoned items included)."""
+        query = sa.select(ITEMS.c.value_stream).distinct().order_by(ITEMS.c.value_stream)
+        if conn is not None:
+            return list(conn.execute(query).scalars())
+        with self.engine.connect() as own:
+            return list(own.execute(query).scalars())
+
+    def sources(self) -> list[str]:
+        """The sources that have items in the warehouse."""
         with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    sa.select(ITEMS.c.value_stream).distinct().order_by(ITEMS.c.value_stream)
-                ).scalars()
+            query = sa.select(ITEMS.c.source).distinct().order_by(ITEMS.c.source)
+            return list(conn.execute(query).scalars())
+
+    def item_heads(self, source: str) -> Iterator[tuple[str, str, list[str], str]]:
+        """(item id, project, labels, value stream) of every stored item of a source."""
+        with self.engine.connect() as conn:
+            query = sa.select(
+                ITEMS.c.item_id, ITEMS.c.project, ITEMS.c.labels, ITEMS.c.value_stream
+            ).where(ITEMS.c.source == source)
+            for r in conn.execute(query.order_by(ITEMS.c.item_id)):
+                yield r.item_id, r.project, _labels(r.labels), r.value_stream
+
+    def move_items(self, source: str, moves: Mapping[str, str], batch: int = 1000) -> None:
+        """Put stored items into other value streams (item id → stream). Live items are
+        rewritten through the normal write path, so their metric facts follow them, a batch
+        per transaction; they keep their sync time. Tombstoned items only change the column."""
+        ids = sorted(moves)
+        for chunk in chunks(ids, batch):
+            with self.begin() as conn:
+                live, tombstoned, synced = self._load_flow_items(conn, source, chunk)
+                for item in live:
+                    item.value_stream = moves[item.id]
+                if live:
+                    self._write_items(conn, source, live, utcnow(), synced_at=synced)
+                for item_id in tombstoned:
+                    conn.execute(
+                        ITEMS.update()
+                        .where(ITEMS.c.source == source, ITEMS.c.item_id == item_id)
+                        .values(value_stream=moves[item_id])
+                    )
+
+    def load_flow_items(self, conn: Connection, source: str, ids: Sequence[str]) -> list[FlowItem]:
+        """Stored live items of a source as flow items, with transitions, links and labels."""
+        return self._load_flow_items(conn, source, ids)[0]
+
+    def _load_flow_items(
+        self, conn: Connection, source: str, ids: Sequence[str]
+    ) -> tuple[list[FlowItem], list[str], dict[str, datetime]]:
+        items: list[FlowItem] = []
+        tombstoned: list[str] = []
+        synced: dict[str, datetime] = {}
+        links: dict[str, list[Link]] = {}
+        for chunk in chunks(ids):
+            for r in conn.execute(
+                sa.select(LINKS).where(LINKS.c.source == source, LINKS.c.item_id.in_(chunk))
+            ):
+                links.setdefault(r.item_id, []).append(
+                    Link(r.link_type, r.direction, r.target_key, r.target_id)
+                )
+        histories = load_transitions(conn, source, ids)
+        for chunk in chunks(ids):
+            rows = conn.execute(
+                sa.select(ITEMS)
+                .where(ITEMS.c.source == source, ITEMS.c.item_id.in_(chunk))
+                .order_by(ITEMS.c.item_id)
             )
+            for r in rows:
+                if r.deleted_at is not None:
+                    tombstoned.append(r.item_id)
+                    continue
+                synced[r.item_id] = r.synced_at
+                items.append(
+                    FlowItem(
+                        source=source,
+                        id=r.item_id,
+                        key=r.key,
+                        kind=r.kind,
+                        title=r.title,
+                        project=r.project,
+                        flow_type=r.flow_type,
+                        value_stream=r.value_stream,
+                        stage=Stage(r.stage),
+                        state=r.state,
+                        created_at=r.created_at,
+                        updated_at=r.updated_at,
+                        transitions=histories.get(r.item_id, []),
+                        links=links.get(r.item_id, []),
+                        labels=_labels(r.labels),
+                    )
+                )
+        return items, tombstoned, synced
 
     def load_items(self, conn: Connection, value_stream: str) -> list[StoredItem]:
         """The live (not tombstoned) items of a value stream, with transitions. All of them:
@@ -487,6 +583,14 @@ def _sqlite_value(value: Any) -> Any:
             value = value.astimezone(UTC)
         return value.replace(tzinfo=None).isoformat(" ", "microseconds")
     return value
+
+
+def _labels(text: str | None) -> list[str]:
+    try:
+        value = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _dedupe_latest(items: Sequence[FlowItem]) -> list[FlowItem]:
