@@ -358,6 +358,7 @@ def load_config(path: str | Path) -> Config:
         problems.append(str(_explain(exc, str(file))))
 
     sources: list[SourceConfig] = []
+    unloaded: set[str] = set()  # sources whose own errors are reported already
     seen: set[str] = set()
     for index, raw in enumerate(raw_sources):
         key = f"sources[{index}]"
@@ -365,13 +366,15 @@ def load_config(path: str | Path) -> Config:
             source = _load_source(raw, file, key)
         except ConfigError as exc:
             problems.append(str(exc))
+            if isinstance(raw, dict) and isinstance(raw.get("name"), str):
+                unloaded.add(raw["name"])
             continue
         if source.name in seen:
             problems.append(f"{file}: {key}.name: duplicate source name {source.name!r}")
         seen.add(source.name)
         sources.append(source)
     if config is not None:
-        problems += _check_value_streams(config.value_streams, sources, str(file))
+        problems += _check_value_streams(config.value_streams, sources, unloaded, str(file))
     if problems or config is None:
         error = ConfigError("\n".join(problems))
         error.file = str(file)
@@ -380,7 +383,7 @@ def load_config(path: str | Path) -> Config:
 
 
 def _check_value_streams(
-    streams: list[ValueStreamConfig], sources: list[SourceConfig], file: str
+    streams: list[ValueStreamConfig], sources: list[SourceConfig], unloaded: set[str], file: str
 ) -> list[str]:
     """What a value stream's scopes can only be checked against the sources for."""
     kinds = {s.name: s.kind for s in sources}
@@ -392,6 +395,8 @@ def _check_value_streams(
         seen.add(vs.name)
         for j, scope in enumerate(vs.scopes):
             key = f"value_streams[{i}].scopes[{j}]"
+            if scope.source in unloaded:
+                continue
             if scope.source not in kinds:
                 names = ", ".join(sorted(kinds)) or "none"
                 problems.append(

@@ -89,7 +89,8 @@ class ValueStreamConfig(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_scopes(self) -> ValueStreamConfig:
-        if len(set(self.scopes)) != len(self.scopes):
+        dumped = [json.dumps(s.model_dump(), sort_keys=True) for s in self.scopes]
+        if len(set(dumped)) != len(dumped):
             raise ValueError("the same scope is listed twice")
         return self
 
@@ -259,13 +260,15 @@ def reassign_source(
     fingerprint = streams.fingerprint()
     if not force and warehouse.get_meta(key) == fingerprint:
         return None
-    if streams.jql_scopes(source) and matcher is None:
+    heads = list(warehouse.item_heads(source))
+    if heads and streams.jql_scopes(source) and matcher is None:
         raise ConfigError(
             f"value streams with JQL scopes on {source!r} need its Jira connector to list ids"
         )
-    hits = streams._jql_hits(source, None, matcher)
+    # nothing stored yet: nothing to list, every item will be assigned as it is written
+    hits = streams._jql_hits(source, None, matcher) if heads else {}
     moves: dict[str, str] = {}
-    for item_id, project, labels, stream in warehouse.item_heads(source):
+    for item_id, project, labels, stream in heads:
         new = streams.stream_of(
             source, project, labels, (q for q, ids in hits.items() if item_id in ids)
         )

@@ -314,6 +314,11 @@ class JiraSimulator(Simulator):
         with self._lock:
             return [issue.key for issue in self._issues.values()]
 
+    def issue_labels(self, key: str) -> list[str]:
+        """An issue's current labels."""
+        with self._lock:
+            return list(self._issue(key).labels)
+
     def issue_history(self, key: str) -> list[HistoryTruth]:
         """Ground truth of an issue's status history: (at, from, to, resolution after).
 
