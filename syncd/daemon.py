@@ -35,6 +35,7 @@ from syncd.locks import METRICS_LOCK, Locks
 from syncd.metrics.incremental import UpdateStats, update_metrics
 from syncd.reconcile import ReconcileResult, reconcile_source
 from syncd.service import Readiness, StatusServer, Telemetry, readiness
+from syncd.streams import ValueStreams, write_tables
 from syncd.sync import SourceResult, sync_source
 from syncd.warehouse.store import Warehouse
 
@@ -219,6 +220,7 @@ class Daemon:
     def update_metrics(self) -> UpdateStats:
         """Incremental metric update; one process at a time (the others wait their turn)."""
         with self.locks.hold(METRICS_LOCK, wait=True), self.telemetry.metric_updates.time():
+            write_tables(self.warehouse, ValueStreams.from_config(self.config))
             stats = update_metrics(self.warehouse, as_of=self.clock())
         log.info("metrics.updated", full=stats.full, buckets=stats.buckets, rows=stats.rows)
         return stats
