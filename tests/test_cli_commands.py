@@ -224,6 +224,11 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "demo-jira: ok — 120 items" in out
     assert "velocity" in out and "Demo" in out
     assert out.count("demo-jira: ok") == 2
+    assert out.count("demo-github: ok") == 2 and out.count("demo-gitlab: ok") == 2
+    # value streams that span the trackers, with their deviation from the target split
+    checkout = [line for line in out.splitlines() if line.startswith("Checkout ")]
+    assert checkout and all("feature " in line for line in checkout)
+    assert any(line.startswith("Platform ") for line in out.splitlines())
 
 
 def test_check_and_sync_on_data_center_with_a_bearer_token(
