@@ -12,13 +12,14 @@ import pytest
 import sqlalchemy as sa
 
 from syncd.config import load_config
+from syncd.contract import Cursor, Page
 from syncd.domain import FlowItem, Stage, Transition
 from syncd.errors import ConfigError
 from syncd.metrics.incremental import compute_in_memory, stored_rows, update_metrics
 from syncd.simulator.jira import JiraSimulator
 from syncd.streams import ValueStreamConfig, ValueStreams, target_fields, with_targets
 from syncd.warehouse.store import ITEMS, STREAMS, TARGETS, Warehouse
-from tests.helpers import cli, run_sync
+from tests.helpers import cli, jira_toml, run_sync
 
 ANCHOR = datetime(2026, 6, 1, tzinfo=UTC)
 EMAIL, TOKEN = "bot@example.com", "sim-token-streams"
@@ -202,26 +203,14 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _config(tmp_path: Path, url: str, warehouse_url: str, streams: str) -> Path:
-    path = tmp_path / "syncd.toml"
-    path.write_text(
-        f"""
-[warehouse]
-url = "{warehouse_url}"
-
-[[sources]]
-name = "jira"
-kind = "jira"
-url = "{url}"
-email_env = "SIM_EMAIL"
-token_env = "SIM_TOKEN"
-jql = "project = DEMO"
-page_size = 20
-batch_size = 20
-{streams}
-""",
-        encoding="utf-8",
+    return jira_toml(
+        tmp_path / "syncd.toml",
+        url,
+        warehouse_url,
+        email_env="SIM_EMAIL",
+        token_env="SIM_TOKEN",
+        source=f"page_size = 20\nbatch_size = 20\n{streams}",
     )
-    return path
 
 
 def _assigned(warehouse: Warehouse) -> dict[str, str]:
@@ -331,18 +320,15 @@ def _a_label(sim: JiraSimulator) -> str:
     return max(sorted(counts), key=lambda name: counts[name])
 
 
+def _commit(warehouse: Warehouse, items: list[FlowItem], now: datetime) -> None:
+    page = Page(items=items, cursor=Cursor(None, {}), raws=[])
+    warehouse.commit_page(source="jira", stream="issues", run_id="r", page=page, now=now)
+
+
 def test_tombstoned_items_move_without_coming_back(tmp_path: Path, warehouse_url: str) -> None:
     warehouse = Warehouse(warehouse_url)
     items = [_item("1", "SHOP", ["a"]), _item("2", "SHOP", ["b"])]
-    from syncd.contract import Cursor, Page
-
-    warehouse.commit_page(
-        source="jira",
-        stream="issues",
-        run_id="r1",
-        page=Page(items=items, cursor=Cursor(None, {}), raws=[]),
-        now=ANCHOR,
-    )
+    _commit(warehouse, items, ANCHOR)
     warehouse.reconcile("jira", {"1"}, ANCHOR)
     streams = _streams({"name": "Shop", "scopes": [{"source": "jira", "projects": ["SHOP"]}]})
     from syncd.streams import reassign_source
@@ -374,15 +360,7 @@ def test_metrics_records_carry_targets(tmp_path: Path) -> None:
         ]
         item.stage, item.value_stream = Stage.DONE, "Shop"
         finished.append(item)
-    from syncd.contract import Cursor, Page
-
-    warehouse.commit_page(
-        source="jira",
-        stream="issues",
-        run_id="r",
-        page=Page(items=finished, cursor=Cursor(None, {}), raws=[]),
-        now=at,
-    )
+    _commit(warehouse, finished, at)
     rows = compute_in_memory(warehouse, kind="month", as_of=at + timedelta(days=10))
     records = with_targets(rows, {"Shop": {"feature": 0.6, "defect": 0.3, "debt": 0.1}})
     by = {r["flow_type"]: r for r in records if r["period_start"] == "2026-03-01"}

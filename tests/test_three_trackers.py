@@ -34,7 +34,7 @@ import pytest
 from syncd.simulator.github import GitHubSimulator
 from syncd.simulator.gitlab import GitLabSimulator
 from syncd.simulator.jira import JiraSimulator
-from tests.helpers import cli
+from tests.helpers import cli, jira_toml
 
 D = 86400.0
 EMAIL, TOKEN = "bot@example.com", "sim-token-three"
@@ -110,19 +110,7 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def write_config(path: Path, trackers: Trackers, warehouse_url: str) -> Path:
-    path.write_text(
-        f"""
-[warehouse]
-url = "{warehouse_url}"
-
-[[sources]]
-name = "jira"
-kind = "jira"
-url = "{trackers.jira.base_url}"
-email_env = "SIM_EMAIL"
-token_env = "SIM_TOKEN"
-jql = "project in (SHOP, OPS)"
-
+    more = f"""
 [sources.stages]
 "Blocked" = "waiting"
 
@@ -152,10 +140,16 @@ scopes = [
 [[value_streams]]
 name = "Platform"
 scopes = [{{ source = "jira", projects = ["OPS"] }}]
-""",
-        encoding="utf-8",
+"""
+    return jira_toml(
+        path,
+        trackers.jira.base_url,
+        warehouse_url,
+        email_env="SIM_EMAIL",
+        token_env="SIM_TOKEN",
+        jql="project in (SHOP, OPS)",
+        source=more,
     )
-    return path
 
 
 @pytest.fixture
