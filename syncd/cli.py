@@ -97,6 +97,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
 
+    p = sub.add_parser(
+        "dependencies",
+        help="items blocked by other value streams per period, or the dependency graph",
+    )
+    with_config(p)
+    p.add_argument("--period", choices=("week", "month", "quarter"), default="week")
+    p.add_argument("--value-stream", help="only the items of this value stream (blocked ones)")
+    p.add_argument(
+        "--as-of", type=_parse_as_of, help="compute as of this time (ISO 8601; default now)"
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--last",
+        type=int,
+        default=0,
+        help="table format: only the last N periods per value stream (0 = all)",
+    )
+    p.add_argument(
+        "--graph",
+        action="store_true",
+        help="write the dependency graph as JSON (nodes and edges) instead",
+    )
+    p.add_argument("-o", "--output", help="with --graph: write to this file instead of stdout")
+
     p = sub.add_parser("simulate", help="run the built-in tracker simulator", add_help=False)
     p.add_argument("tracker", choices=("jira", "github", "gitlab"))
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -124,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "check": cmd_check,
             "metrics": cmd_metrics,
             "export": cmd_export,
+            "dependencies": cmd_dependencies,
         }[args.command]
         return handler(config, args, sys.stdout)
     except ConfigError as exc:
@@ -408,6 +433,46 @@ def cmd_export(config: Config, args: argparse.Namespace, out: TextIO) -> int:
     else:
         write_records(records, out, args.format, columns)
     warehouse.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+def cmd_dependencies(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.dependencies import blocked_rows, graph, print_blocked
+
+    if args.output and not args.graph:
+        raise ConfigError("--output goes with --graph")
+    warehouse = _warehouse(config)
+    try:
+        with warehouse.engine.connect() as conn:
+            if args.graph:
+                document = graph(conn, value_stream=args.value_stream)
+            else:
+                as_of = args.as_of or datetime.now(UTC)
+                rows = blocked_rows(conn, args.period, as_of, value_stream=args.value_stream)
+    finally:
+        warehouse.close()
+    if args.graph:
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, ensure_ascii=False, indent=1)
+                handle.write("\n")
+            print(
+                f"{len(document['nodes'])} nodes and {len(document['edges'])} edges written "
+                f"to {args.output}",
+                file=sys.stderr,
+            )
+        else:
+            json.dump(document, out, ensure_ascii=False, indent=1)
+            out.write("\n")
+    elif args.format == "json":
+        json.dump([row.to_json() for row in rows], out, ensure_ascii=False, indent=1)
+        out.write("\n")
+    else:
+        print_blocked(rows, out, last=args.last)
     return EXIT_OK
 
 

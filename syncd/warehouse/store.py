@@ -17,7 +17,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
 
 from syncd.contract import Cursor, Page
 from syncd.domain import FlowItem, Link, Stage, Transition
@@ -136,9 +135,10 @@ class Warehouse:
         return f"Warehouse(dialect={self.dialect!r})"
 
     def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
         from syncd.metrics import ledger
+        from syncd.warehouse import migrations
 
+        migrations.prepare(self)  # tables, views and Alembic revision (see migrations/)
         with self.begin() as conn:
             self.upsert(
                 conn, META, [{"key": "schema_version", "value": str(SCHEMA_VERSION)}], ["key"]
