@@ -27,6 +27,7 @@ from pydantic import (
 
 from syncd.domain import FLOW_TYPES, Stage
 from syncd.errors import ConfigError
+from syncd.records import MAX_PASSES
 from syncd.streams import ValueStreamConfig
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -101,6 +102,9 @@ class SyncConfig(_Strict):
     """How incremental syncing behaves across sources."""
 
     lookback: Duration = timedelta(minutes=5)
+    #: listing passes in a row a record that cannot be parsed holds its stream's watermark
+    #: back (so it is listed and tried again) before it is given up (`syncd.records.SkipHold`)
+    skip_retry_passes: int = Field(default=MAX_PASSES, ge=1, le=100)
 
 
 def _listen_address(value: str) -> str:
@@ -244,13 +248,52 @@ _OPERATIONAL_KEYS = frozenset(
 )
 
 
-def scope_fingerprint(source: SourceConfig) -> str:
-    """A digest of what decides a source's items: URL, scope and mapping. When it changes,
-    the stored items may be wrong or incomplete, and the source is synced afresh."""
+#: source keys that only decide how stored tracker responses become items (stages, flow types,
+#: the resolutions, labels and statuses that mean a stage): changing them re-normalises the
+#: source from its raw pages (`syncd.renormalise`) instead of fetching it again
+MAPPING_KEYS = frozenset(
+    {
+        "stages",
+        "flow_types",
+        "canceled_resolutions",
+        "active_labels",
+        "waiting_labels",
+        "project_statuses",
+        "label_stages",
+        "status_stages",
+        "canceled_labels",
+    }
+)
+#: the value stream of items no `[[value_streams]]` claims: `syncd.streams` moves stored items
+#: when it changes, so it is neither scope nor mapping
+_ASSIGNMENT_KEYS = frozenset({"value_stream"})
+
+
+def scope_of(source: SourceConfig) -> dict[str, Any]:
+    """What decides which records a source fetches (URL, JQL, repositories, organisations,
+    projects, groups, …) as JSON values: the source's keys that are neither operational nor
+    mapping. A key a connector adds counts as scope unless listed above, so a change nobody
+    classified costs a resync rather than a wrong warehouse."""
+    exclude = set(_OPERATIONAL_KEYS | MAPPING_KEYS | _ASSIGNMENT_KEYS)
+    data: dict[str, Any] = source.model_dump(mode="json", exclude=exclude)
+    return data
+
+
+def mapping_fingerprint(source: SourceConfig) -> str:
+    """A digest of the source's mapping keys (`MAPPING_KEYS`)."""
+    return _digest(source.model_dump(mode="json", include=set(MAPPING_KEYS)))
+
+
+def legacy_fingerprint(source: SourceConfig) -> str:
+    """The digest warehouses stored before scope and mapping were told apart: the source's
+    config minus operational keys. Only used to recognise an unchanged source there."""
+    return _digest(source.model_dump(mode="json", exclude=set(_OPERATIONAL_KEYS)))
+
+
+def _digest(data: Any) -> str:
     import hashlib
     import json
 
-    data = source.model_dump(mode="json", exclude=set(_OPERATIONAL_KEYS))
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -29,11 +29,19 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from syncd.config import Config, SourceConfig, scope_fingerprint
+from syncd.config import Config, SourceConfig
 from syncd.http import HttpClient
 from syncd.locks import METRICS_LOCK, Locks
 from syncd.metrics.incremental import UpdateStats, update_metrics
 from syncd.reconcile import ReconcileResult, reconcile_source
+from syncd.renormalise import (
+    CONFIG_KEY,
+    RESYNC_KEY,
+    RenormaliseResult,
+    assess,
+    config_record,
+    renormalise_source,
+)
 from syncd.service import Readiness, StatusServer, Telemetry, readiness
 from syncd.streams import ValueStreams, write_tables
 from syncd.sync import SourceResult, sync_source
@@ -43,8 +51,6 @@ log = structlog.get_logger("syncd.daemon")
 
 Progress = Callable[[SourceResult], None]
 _RECONCILED = "reconciled_at:"
-_SCOPE = "scope:"  # the fingerprint of the source's scope and mapping its items reflect
-_RESYNC = "resync_since:"  # a resync in progress, and when it began
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,31 +157,67 @@ class Daemon:
                 self._idle.notify_all()
 
     def _resync_since(self, source: SourceConfig) -> datetime | None:
-        """When the source's scope or mapping changed since its items were stored, start a
-        resync (cursors forgotten, every item refetched, resumable across runs) and return
-        when it began; None when nothing changed. Called under the source's lock."""
-        fingerprint = scope_fingerprint(source)
-        stored = self.warehouse.get_meta(_SCOPE + source.name)
-        pending = self.warehouse.get_meta(_RESYNC + source.name)
-        if stored is None:  # first sight of this source: nothing to compare yet
+        """Bring the stored items in line with a changed scope or mapping (re-normalised from
+        the raw pages where they can be, else a resync starts: cursors forgotten, every item
+        refetched, resumable across runs) and return when the pending resync began; None
+        when there is none. Called under the source's lock."""
+        pending, _, _ = self._follow_config(source)
+        return datetime.fromisoformat(pending) if pending else None
+
+    def _follow_config(
+        self, source: SourceConfig, *, force: bool = False
+    ) -> tuple[str | None, RenormaliseResult | None, str | None]:
+        """Act on the difference between the configuration the source's items reflect and
+        `source`: nothing, re-normalising (also when `force`), or starting a resync. Returns
+        the pending resync's start (ISO), what re-normalising did (if it ran) and why a
+        resync started (if one did)."""
+        key = CONFIG_KEY + source.name
+        stored = self.warehouse.get_meta(key)
+        pending = self.warehouse.get_meta(RESYNC_KEY + source.name)
+        record = config_record(source)
+        change = assess(stored, source)
+        outcome: RenormaliseResult | None = None
+        reason: str | None = None
+        if change.action == "resync":
+            reason = change.reason
+        elif change.action == "renormalise" or force:
+            if change.action == "renormalise":
+                log.info(
+                    "sync.config_changed",
+                    source=source.name,
+                    action="re-normalise from the raw pages",
+                    reason=change.reason,
+                )
+            outcome = renormalise_source(
+                self.config,
+                source,
+                self.warehouse,
+                clock=self.clock,
+                left=change.left,
+                record=record,
+            )
+            if outcome.status != "ok":
+                reason = f"{change.reason}, and re-normalising is impossible: {outcome.reason}"
+        elif stored != record:  # first sight, or recorded in an older form
             with self.warehouse.begin() as conn:
-                self.warehouse.set_meta(conn, _SCOPE + source.name, fingerprint)
-        elif stored != fingerprint:
+                self.warehouse.set_meta(conn, key, record)
+        if reason is not None:
             pending = self.clock().isoformat()
             log.warning(
                 "sync.config_changed",
                 source=source.name,
                 action="resync: every item in scope is fetched again, then reconciled",
+                reason=reason,
             )
             self.warehouse.start_resync(
-                source.name, {_SCOPE + source.name: fingerprint, _RESYNC + source.name: pending}
+                source.name, {key: record, RESYNC_KEY + source.name: pending}
             )
-        return datetime.fromisoformat(pending) if pending else None
+        return pending, outcome, reason
 
     def _finish_resync(self, source: SourceConfig, http: HttpClient) -> None:
         """After a complete resync: tombstone what the new scope no longer holds."""
         outcome = reconcile_source(source, self.warehouse, http, clock=self.clock)
-        self.warehouse.delete_meta(_RESYNC + source.name)  # the items are current either way
+        self.warehouse.delete_meta(RESYNC_KEY + source.name)  # the items are current either way
         if outcome.ok:
             self.telemetry.reconciled.labels(source.name, "tombstoned").inc(outcome.tombstoned)
             self.telemetry.reconciled.labels(source.name, "revived").inc(outcome.revived)
@@ -208,6 +250,32 @@ class Daemon:
         finally:
             with self._idle:
                 self._active.discard(f"reconcile:{source.name}")
+                self._idle.notify_all()
+
+    def renormalise(self, source: SourceConfig) -> RenormaliseResult | None:
+        """Rebuild the source's items from its raw pages with its current configuration,
+        under the source's lock (None when another process holds it or the daemon is
+        stopping). Where the configuration changed in a way raw pages cannot serve, or they
+        are missing, a resync is started instead (the next run fetches the source) and the
+        result's status is `resync`, with the reason."""
+        if self.stopping.is_set():
+            return None
+        with self._idle:
+            self._active.add(f"renormalise:{source.name}")
+        try:
+            with self.locks.hold(source.name) as held:
+                if not held:
+                    log.info("renormalise.locked", source=source.name)
+                    return None
+                _, outcome, reason = self._follow_config(source, force=True)
+            if reason is not None:
+                outcome = outcome or RenormaliseResult(source=source.name)
+                outcome.status, outcome.reason = "resync", reason
+            assert outcome is not None
+            return outcome
+        finally:
+            with self._idle:
+                self._active.discard(f"renormalise:{source.name}")
                 self._idle.notify_all()
 
     def _first_reconcile(self, name: str, now: datetime) -> datetime:

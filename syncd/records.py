@@ -97,7 +97,8 @@ def parse_all(
 
 #: the cursor-state key the engine keeps a stream's hold under (connectors never use it)
 HOLD_KEY = "skip_hold"
-#: listing passes a record may fail in a row before it is given up
+#: listing passes a record may fail in a row before it is given up: the default of
+#: `[sync] skip_retry_passes`
 MAX_PASSES = 3
 #: skipped keys remembered per stream; more are counted under UNNAMED
 MAX_KEYS = 100

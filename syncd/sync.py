@@ -103,7 +103,12 @@ def sync_source(
                 ),
             )
             # skipped records hold the watermark back until a later pass parses them
-            hold = SkipHold(cursor, source=source.name, stream=stream)
+            hold = SkipHold(
+                cursor,
+                source=source.name,
+                stream=stream,
+                max_passes=config.sync.skip_retry_passes,
+            )
             fetched = _keep_pass_start(connector.fetch(stream, cursor, context), context)
             for page in hold.pages(fetched):
                 page = streams.assign_page(source.name, page, matcher)

@@ -23,7 +23,13 @@ EMAIL, TOKEN = "ops@example.com", "daemon-token-9f8e7d6c"
 
 
 def write_config(
-    tmp_path: Path, url: str, warehouse_url: str, *, daemon: str = "", sources: str = ""
+    tmp_path: Path,
+    url: str,
+    warehouse_url: str,
+    *,
+    daemon: str = "",
+    sources: str = "",
+    jql: str = "project = DEMO",
 ) -> Config:
     top = (
         '[http]\nbackoff_initial = "10ms"\nbackoff_max = "50ms"\nmax_attempts = 2\n'
@@ -35,6 +41,7 @@ def write_config(
         warehouse_url,
         email_env="D_EMAIL",
         token_env="D_TOKEN",
+        jql=jql,
         top=top,
         source=f'every = "10m"\n{sources}',
     )
@@ -404,7 +411,7 @@ def test_a_resumed_pass_keeps_the_watermark_of_its_first_start(
         warehouse.close()
 
 
-def test_a_changed_mapping_or_scope_resyncs_the_source_then_reconciles(
+def test_a_changed_mapping_renormalises_a_changed_scope_resyncs_then_reconciles(
     tmp_path: Path, warehouse_url: str
 ) -> None:
     from syncd.export import iter_items
@@ -430,9 +437,24 @@ def test_a_changed_mapping_or_scope_resyncs_the_source_then_reconciles(
         )
         daemon = Daemon(remapped, warehouse)
         [again] = daemon.run_once()
-        assert again is not None and again.status == "ok" and again.items == 40
+        # re-normalised from the raw pages before the run: nothing fetched again
+        assert again is not None and again.status == "ok" and again.items == 0
         stages = {r["key"]: r["stage"] for r in iter_items(warehouse)}
         assert all(stages[k] == "waiting" for k in in_progress)
+        daemon.stop()
+
+        rescoped = write_config(
+            tmp_path,
+            sim.base_url,
+            warehouse_url,
+            sources='[sources.stages]\n"In Progress" = "waiting"',
+            jql="project = DEMO AND key NOT IN (DEMO-1, DEMO-2)",
+        )
+        daemon = Daemon(rescoped, warehouse)
+        [resynced] = daemon.run_once()
+        assert resynced is not None and resynced.status == "ok" and resynced.items == 38
+        gone = {r["key"] for r in iter_items(warehouse) if r["deleted_at"] is not None}
+        assert gone == {"DEMO-1", "DEMO-2"}  # reconciled once the resync completed
         [settled] = daemon.run_once()
         assert settled is not None and settled.items == 0  # the resync is over
         daemon.stop()
@@ -449,11 +471,8 @@ def test_an_interrupted_resync_resumes_instead_of_starting_over(
         daemon = Daemon(config, warehouse)
         assert daemon.run_once()[0] is not None
         daemon.stop()
-        remapped = write_config(
-            tmp_path,
-            sim.base_url,
-            warehouse_url,
-            sources=f'{small}\n[sources.stages]\n"In Review" = "active"',
+        remapped = write_config(  # a scope Jira must evaluate: a resync
+            tmp_path, sim.base_url, warehouse_url, sources=small, jql="project in (DEMO)"
         )
         cut = Daemon(remapped, warehouse)
         cut.progress = lambda result: cut.stopping.set()  # stop after the first page

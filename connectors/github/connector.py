@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import structlog
@@ -62,7 +62,14 @@ from syncd.http import (
 )
 from syncd.mapping import FlowTypeRules, StageOverrides
 
+if TYPE_CHECKING:
+    from connectors.github.renormalise import GitHubRebuilder
+
 log = structlog.get_logger("syncd.github")
+
+#: per item: its events (parsed on demand), the issues it closes with their labels, and a
+#: pull request's head branch (None where unknown: REST timelines do not carry it)
+_Timeline = tuple[Callable[[], list[Event]], list[tuple[str, list[str]]], str | None]
 
 #: GitHub asks clients hit by a secondary limit without Retry-After to wait at least a minute
 SECONDARY_WAIT_S = 60.0
@@ -179,16 +186,17 @@ class GitHubConnector:
                 http.register_secret(token.get_secret_value())
                 self._auth = _TokenAuth(token.get_secret_value())
         self.graphql_available = config.graphql
-        self.mapping = GitHubMapping(
-            active_labels=frozenset(label.casefold() for label in config.active_labels),
-            waiting_labels=frozenset(label.casefold() for label in config.waiting_labels),
-            project_statuses=dict(config.project_statuses),
-            overrides=StageOverrides.from_config(config.stages),
-            flow_types=FlowTypeRules.from_config(config.flow_type_rules),
-        )
+        self.mapping = mapping_of(config)
 
     def __repr__(self) -> str:
         return f"GitHubConnector(source={self.config.name!r}, url={self.base!r})"
+
+    @classmethod
+    def rebuilder(cls, config: SourceConfig) -> GitHubRebuilder:
+        """Re-normalising from stored raw pages (`syncd.renormalise`)."""
+        from connectors.github.renormalise import GitHubRebuilder  # it builds on this module
+
+        return GitHubRebuilder(config)
 
     # -- HTTP ----------------------------------------------------------------------------
 
@@ -426,7 +434,7 @@ class GitHubConnector:
     ) -> tuple[list[FlowItem], int]:
         if not entries:
             return [], 0
-        timelines: dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]] = {}
+        timelines: dict[int, _Timeline] = {}
         if self.graphql_available:
             try:
                 timelines = self._graphql_timelines(repo, entries, raws)
@@ -441,7 +449,7 @@ class GitHubConnector:
         def parse(entry: Mapping[str, Any]) -> FlowItem:
             if entry.get("number") not in timelines:
                 raise SkippableRecord("no timeline (deleted or moved?)")
-            events, closing = timelines[int(entry["number"])]
+            events, closing, branch = timelines[int(entry["number"])]
             return parse_item(
                 entry,
                 events(),  # parsed here, so a bad event skips its item, not the run
@@ -450,6 +458,7 @@ class GitHubConnector:
                 source=self.config.name,
                 value_stream=self.config.stream_value,
                 closing=closing,
+                branch=branch,
             )
 
         return records.parse_all(
@@ -466,9 +475,9 @@ class GitHubConnector:
         repo: str,
         entries: Sequence[Mapping[str, Any]],
         raws: list[RawPage],
-    ) -> dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]]:
+    ) -> dict[int, _Timeline]:
         owner, name = repo.split("/", 1)
-        out: dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]] = {}
+        out: dict[int, _Timeline] = {}
         size = self.config.batch_size
         for start in range(0, len(entries), size):
             chunk = entries[start : start + size]
@@ -521,7 +530,12 @@ class GitHubConnector:
                     )
                     for ref in (node.get("closingIssuesReferences") or {}).get("nodes") or ()
                 ]
-                out[number] = (functools.partial(events_from_graphql, nodes, key), closing)
+                head = node.get("headRefName")
+                out[number] = (
+                    functools.partial(events_from_graphql, nodes, key),
+                    closing,
+                    str(head) if head else None,
+                )
         return out
 
     def _rest_timelines(
@@ -529,7 +543,7 @@ class GitHubConnector:
         repo: str,
         entries: Sequence[Mapping[str, Any]],
         raws: list[RawPage],
-    ) -> dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]]:
+    ) -> dict[int, _Timeline]:
         def one(number: int) -> tuple[int, Callable[[], list[Event]], list[RawPage]]:
             local: list[RawPage] = []
             timeline: list[Mapping[str, Any]] = []
@@ -544,12 +558,23 @@ class GitHubConnector:
             return number, functools.partial(events_from_rest, timeline, f"{repo}#{number}"), local
 
         numbers = [int(e["number"]) for e in entries]
-        out: dict[int, tuple[Callable[[], list[Event]], list[tuple[str, list[str]]]]] = {}
+        out: dict[int, _Timeline] = {}
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             for number, events, local in pool.map(one, numbers):
-                out[number] = (events, [])
+                out[number] = (events, [], None)
                 raws.extend(local)
         return out
+
+
+def mapping_of(config: GitHubSourceConfig) -> GitHubMapping:
+    """The source's rules for turning GitHub facts into stages and flow types."""
+    return GitHubMapping(
+        active_labels=frozenset(label.casefold() for label in config.active_labels),
+        waiting_labels=frozenset(label.casefold() for label in config.waiting_labels),
+        project_statuses=dict(config.project_statuses),
+        overrides=StageOverrides.from_config(config.stages),
+        flow_types=FlowTypeRules.from_config(config.flow_type_rules),
+    )
 
 
 def _item_query(alias: str, number: int, pull: bool, after: str | None) -> str:
@@ -558,7 +583,7 @@ def _item_query(alias: str, number: int, pull: bool, after: str | None) -> str:
     page = f', after: "{after}"' if after else ""
     closing = (
         (
-            "closingIssuesReferences(first: 10) { nodes { number repository { "
+            "headRefName closingIssuesReferences(first: 10) { nodes { number repository { "
             "nameWithOwner } labels(first: 20) { nodes { name } } } } "
         )
         if pull

@@ -67,10 +67,24 @@ PULL_SELECTION = (
 )
 
 _REFERENCE = re.compile(
-    r"\b(?P<verb>close[sd]?|fix(?:e[sd])?|resolve[sd]?|blocked by|depends on)\s*:?\s+"
+    r"\b(?P<verb>close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+"
     r"(?P<repo>[\w.-]+/[\w.-]+)?#(?P<number>\d+)",
     re.IGNORECASE,
 )
+#: a Jira issue key (`SHOP-12`), upper case as Jira writes keys, not inside a longer word
+#: (`_` separates words here: branch names are often `feature/SHOP-12_cart`)
+_JIRA = r"(?<![A-Za-z0-9])(?-i:[A-Z][A-Z0-9_]+)-\d+(?![A-Za-z0-9])"
+JIRA_KEY = re.compile(_JIRA)
+#: what an item can be blocked by: a Jira key, `path#n` / `path!n` (another repository, or a
+#: GitLab issue or merge request; GitLab paths may have subgroups) or `#n` in this repository
+_TARGET = _JIRA + r"|(?:[\w.-]+(?:/[\w.-]+)+)[#!]\d+\b|#\d+\b"
+#: "blocked by X", "depends on X, Y and Z"
+_BLOCKED_BY = re.compile(
+    rf"\b(?:blocked by|depends on)\s*:?\s+(?P<targets>(?:{_TARGET})"
+    rf"(?:\s*(?:,|&|\band\b)\s*(?:{_TARGET}))*)",
+    re.IGNORECASE,
+)
+_ONE_TARGET = re.compile(_TARGET)
 
 
 parse_time = parse_timestamp
@@ -276,11 +290,14 @@ def parse_item(
     source: str,
     value_stream: str,
     closing: Sequence[tuple[str, Sequence[str]]] = (),
+    branch: str | None = None,
 ) -> FlowItem:
     """A REST issue object and its timeline events → a flow item with its transitions.
 
     `closing` lists the issues a pull request closes, with their labels: an unclassified pull
-    request takes the flow type of the first of them that has one."""
+    request takes the flow type of the first of them that has one. `branch` is a pull
+    request's head branch (GraphQL `headRefName`; a REST pull object's `head.ref` is read
+    when the item is one): Jira keys in it, as in the title, become "References" links."""
     try:
         number = int(item["number"])
         item_id = str(item["id"])
@@ -308,7 +325,9 @@ def parse_item(
         (item.get("type") or {}).get("name") if isinstance(item.get("type"), Mapping) else None
     )
     flow_type = mapping.flow_types.classify(issue_type, labels)
-    links = _links(item, repo, closing)
+    if branch is None and pull and isinstance(item.get("head"), Mapping):
+        branch = item["head"].get("ref")
+    links = _links(item, repo, closing, branch if pull else None)
     if pull and flow_type == "unclassified":
         for _closed_key, closed_labels in closing:
             linked = mapping.flow_types.classify(None, closed_labels)
@@ -335,18 +354,29 @@ def parse_item(
 
 
 def _links(
-    item: Mapping[str, Any], repo: str, closing: Sequence[tuple[str, Sequence[str]]]
+    item: Mapping[str, Any],
+    repo: str,
+    closing: Sequence[tuple[str, Sequence[str]]],
+    branch: str | None,
 ) -> list[Link]:
-    """Closing references (type "Closes") and "blocked by / depends on" mentions in the body
-    (type "Blocks", inward: this item is blocked by the target), in Jira's vocabulary."""
+    """Closing references (type "Closes"), "blocked by / depends on" mentions in the body
+    (type "Blocks", inward: this item is blocked by the target), in Jira's vocabulary, and Jira
+    keys in the title or the branch name (type "References", outward)."""
     links: dict[tuple[str, str, str], Link] = {}
     for closed_key, _labels in closing:
         links[("Closes", "outward", closed_key)] = Link("Closes", "outward", closed_key)
-    for match in _REFERENCE.finditer(str(item.get("body") or "")):
-        target = f"{match.group('repo') or repo}#{match.group('number')}"
-        verb = match.group("verb").casefold()
-        if verb in ("blocked by", "depends on"):  # as Jira says it: this item is blocked by
-            links[("Blocks", "inward", target)] = Link("Blocks", "inward", target)
-        elif item.get("pull_request") is not None:
+    body = str(item.get("body") or "")
+    if item.get("pull_request") is not None:
+        for match in _REFERENCE.finditer(body):
+            target = f"{match.group('repo') or repo}#{match.group('number')}"
             links[("Closes", "outward", target)] = Link("Closes", "outward", target)
+    for match in _BLOCKED_BY.finditer(body):
+        for found in _ONE_TARGET.finditer(match.group("targets")):
+            target = found.group()
+            target = repo + target if target.startswith("#") else target
+            links[("Blocks", "inward", target)] = Link("Blocks", "inward", target)
+    for text in (str(item.get("title") or ""), branch or ""):
+        for found in JIRA_KEY.finditer(text):
+            key = found.group()
+            links[("References", "outward", key)] = Link("References", "outward", key)
     return list(links.values())

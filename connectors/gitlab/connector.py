@@ -35,7 +35,7 @@ import re
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -64,6 +64,9 @@ from syncd.errors import (
 )
 from syncd.http import HttpClient, decode_json
 from syncd.mapping import FlowTypeRules, StageOverrides
+
+if TYPE_CHECKING:
+    from connectors.gitlab.renormalise import GitLabRebuilder
 
 log = structlog.get_logger("syncd.gitlab")
 KINDS = ("issues", "merge_requests")
@@ -134,16 +137,17 @@ class GitLabConnector:
         self.graphql_available = config.graphql
         self.graphql_batch = config.graphql_batch_size
         self.notes_filter = True
-        self.mapping = GitLabMapping(
-            label_stages={k.casefold(): v for k, v in config.label_stages.items()},
-            status_stages=dict(config.status_stages),
-            canceled_labels=frozenset(label.casefold() for label in config.canceled_labels),
-            overrides=StageOverrides.from_config(config.stages),
-            flow_types=FlowTypeRules.from_config(config.flow_type_rules),
-        )
+        self.mapping = mapping_of(config)
 
     def __repr__(self) -> str:
         return f"GitLabConnector(source={self.config.name!r}, url={self.config.url!r})"
+
+    @classmethod
+    def rebuilder(cls, config: SourceConfig) -> GitLabRebuilder:
+        """Re-normalising from stored raw pages (`syncd.renormalise`)."""
+        from connectors.gitlab.renormalise import GitLabRebuilder  # it builds on this module
+
+        return GitLabRebuilder(config)
 
     def _get(
         self,
@@ -470,9 +474,7 @@ class GitLabConnector:
     def _wants_notes(self, entry: Mapping[str, Any], merge_request: bool) -> bool:
         """Merge requests with reviewers (review requests are only in system notes); issues
         when the work item Status is read."""
-        if merge_request:
-            return bool(entry.get("reviewers"))
-        return self.config.work_item_status
+        return wants_notes(self.config, entry, merge_request)
 
     # -- system notes through GraphQL ------------------------------------------------------
 
@@ -603,6 +605,25 @@ class GitLabConnector:
             )
             return None
         return notes
+
+
+def mapping_of(config: GitLabSourceConfig) -> GitLabMapping:
+    """The source's rules for turning GitLab facts into stages and flow types."""
+    return GitLabMapping(
+        label_stages={k.casefold(): v for k, v in config.label_stages.items()},
+        status_stages=dict(config.status_stages),
+        canceled_labels=frozenset(label.casefold() for label in config.canceled_labels),
+        overrides=StageOverrides.from_config(config.stages),
+        flow_types=FlowTypeRules.from_config(config.flow_type_rules),
+    )
+
+
+def wants_notes(config: GitLabSourceConfig, entry: Mapping[str, Any], merge_request: bool) -> bool:
+    """Whether an item's system notes are read: merge requests with reviewers (review
+    requests are only in system notes); issues when the work item Status is read."""
+    if merge_request:
+        return bool(entry.get("reviewers"))
+    return config.work_item_status
 
 
 def _updated_at(record: Mapping[str, Any]) -> Any:

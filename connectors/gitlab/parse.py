@@ -32,6 +32,23 @@ _DRAFT_NOTE = re.compile(
 _APPROVED_NOTE = re.compile(r"^approved this merge request", re.IGNORECASE)
 _UNAPPROVED_NOTE = re.compile(r"^unapproved this merge request", re.IGNORECASE)
 
+#: a Jira issue key (`SHOP-12`), upper case as Jira writes keys, not inside a longer word
+#: (`_` separates words here: branch names are often `SHOP-12_cart`)
+_JIRA = r"(?<![A-Za-z0-9])(?-i:[A-Z][A-Z0-9_]+)-\d+(?![A-Za-z0-9])"
+JIRA_KEY = re.compile(_JIRA)
+#: what an item can be blocked by: a Jira key, an issue or merge request as GitLab references
+#: them (`group/sub/project#12`, `project!3` in the same namespace, `#12` and `!3` in this
+#: project; a GitHub `owner/repo#12` has the same shape)
+_PATH = r"[\w.-]+(?:/[\w.-]+)*"
+_TARGET = _JIRA + rf"|(?:{_PATH})?[#!]\d+\b"
+#: "blocked by X", "depends on X, Y and Z"
+_BLOCKED_BY = re.compile(
+    rf"\b(?:blocked by|depends on)\s*:?\s+(?P<targets>(?:{_TARGET})"
+    rf"(?:\s*(?:,|&|\band\b)\s*(?:{_TARGET}))*)",
+    re.IGNORECASE,
+)
+_ONE_TARGET = re.compile(rf"{_JIRA}|(?P<path>{_PATH})?(?P<sigil>[#!])(?P<number>\d+)\b")
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -233,7 +250,9 @@ def parse_item(
     value_stream: str,
     links: Sequence[Link] = (),
 ) -> FlowItem:
-    """A REST issue or merge request and its changes → a flow item with its transitions."""
+    """A REST issue or merge request and its changes → a flow item with its transitions.
+    `links` are the item's stated links (`parse_links`); "blocked by / depends on" in the
+    description and Jira keys in the title or source branch are added (`text_links`)."""
     merge_request = "merged_at" in item or "source_branch" in item
     try:
         iid = int(item["iid"])
@@ -285,7 +304,7 @@ def parse_item(
         created_at=created,
         updated_at=max(updated, transitions[-1].at),
         transitions=transitions,
-        links=list(links),
+        links=_merged(links, text_links(item, project)),
         labels=labels,
     )
 
@@ -308,3 +327,36 @@ def parse_links(links: Iterable[Mapping[str, Any]]) -> list[Link]:
         else:
             out.append(Link("Relates", "outward", target, str(link.get("id"))))
     return out
+
+
+def text_links(item: Mapping[str, Any], project: str) -> list[Link]:
+    """Links an issue or merge request states in words: "blocked by / depends on X" in its
+    description ("Blocks", inward: this item is blocked by X) and Jira keys in its title or,
+    for a merge request, its source branch ("References", outward)."""
+    out: dict[tuple[str, str, str], Link] = {}
+    namespace = project.rpartition("/")[0]
+    for match in _BLOCKED_BY.finditer(str(item.get("description") or "")):
+        for found in _ONE_TARGET.finditer(match.group("targets")):
+            if found.group("sigil") is None:
+                target = found.group()
+            else:
+                path = found.group("path") or project
+                if "/" not in path and found.group("path") and namespace:
+                    path = f"{namespace}/{path}"  # `project#12`: a sibling in this namespace
+                target = f"{path}{found.group('sigil')}{found.group('number')}"
+            out[("Blocks", "inward", target)] = Link("Blocks", "inward", target)
+    for text in (str(item.get("title") or ""), str(item.get("source_branch") or "")):
+        for found in JIRA_KEY.finditer(text):
+            out[("References", "outward", found.group())] = Link(
+                "References", "outward", found.group()
+            )
+    return list(out.values())
+
+
+def _merged(stated: Sequence[Link], derived: Sequence[Link]) -> list[Link]:
+    """The stated links, then derived ones they do not already say."""
+    seen = {(link.link_type, link.direction, link.target_key) for link in stated}
+    return [
+        *stated,
+        *(lk for lk in derived if (lk.link_type, lk.direction, lk.target_key) not in seen),
+    ]

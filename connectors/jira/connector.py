@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import structlog
@@ -44,6 +44,9 @@ from syncd.errors import (
 )
 from syncd.http import HttpClient, decode_json
 from syncd.mapping import FlowTypeRules, StageOverrides
+
+if TYPE_CHECKING:
+    from connectors.jira.renormalise import JiraRebuilder
 
 log = structlog.get_logger("syncd.jira")
 
@@ -109,6 +112,13 @@ class JiraConnector:
     def __repr__(self) -> str:
         return f"JiraConnector(source={self.config.name!r}, url={self.base!r})"
 
+    @classmethod
+    def rebuilder(cls, config: SourceConfig) -> JiraRebuilder:
+        """Re-normalising from stored raw pages (`syncd.renormalise`)."""
+        from connectors.jira.renormalise import JiraRebuilder  # it builds on this module
+
+        return JiraRebuilder(config)
+
     # -- contract ------------------------------------------------------------------------
 
     def streams(self) -> Sequence[str]:
@@ -167,13 +177,7 @@ class JiraConnector:
         state = dict(cursor.state) if cursor else {}
         self.deployment = self.deployment or state.get("deployment") or self._detect()
         raws: list[RawPage] = []
-        catalogue = self._statuses(raws)
-        mapping = JiraMapping(
-            catalogue=catalogue,
-            overrides=StageOverrides.from_config(self.config.stages),
-            canceled_resolutions=frozenset(r.casefold() for r in self.config.canceled_resolutions),
-            flow_types=FlowTypeRules.from_config(self.config.flow_type_rules),
-        )
+        mapping = mapping_of(self.config, self._statuses(raws))
         watermark = cursor.watermark if cursor else None
         if run.full:
             watermark, state = None, {}
@@ -557,6 +561,16 @@ class JiraConnector:
         if status:
             return f"{self.base} answered HTTP {status}: {text}"
         return f"cannot reach {self.base}: {type(exc).__name__}: {text}"
+
+
+def mapping_of(config: JiraSourceConfig, catalogue: StatusCatalogue) -> JiraMapping:
+    """The source's rules for stages and flow types, with the site's status catalogue."""
+    return JiraMapping(
+        catalogue=catalogue,
+        overrides=StageOverrides.from_config(config.stages),
+        canceled_resolutions=frozenset(r.casefold() for r in config.canceled_resolutions),
+        flow_types=FlowTypeRules.from_config(config.flow_type_rules),
+    )
 
 
 def _issue_ids(page: Any, what: str) -> Iterator[str]:

@@ -365,11 +365,12 @@ class GitHubSimulator(Simulator):
         labels: Sequence[str] = (),
         body: str = "",
         user: str = VIEWER,
+        branch: str = "",
     ) -> int:
-        """Open a pull request and return its number. "Closes #N" (fixes, resolves...) in
-        `body` makes issue N of the same repository one of its `closingIssuesReferences`;
-        it adds no timeline event (use `cross_reference` for that)."""
-        return self._create(repo, True, created, title, labels, user, body, draft)
+        """Open a pull request from `branch` and return its number. "Closes #N" (fixes,
+        resolves...) in `body` makes issue N of the same repository one of its
+        `closingIssuesReferences`; it adds no timeline event (use `cross_reference` for that)."""
+        return self._create(repo, True, created, title, labels, user, body, draft, branch)
 
     def _create(
         self,
@@ -381,6 +382,7 @@ class GitHubSimulator(Simulator):
         user: str,
         body: str,
         draft: bool,
+        branch: str = "",
     ) -> int:
         seconds = _seconds(created)
         with self._lock:
@@ -393,6 +395,7 @@ class GitHubSimulator(Simulator):
                 body=body,
                 labels=labels,
                 draft=draft,
+                branch=branch,
             )
             self._version += 1
             return item.number

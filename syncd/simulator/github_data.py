@@ -209,6 +209,7 @@ class Item:
     closed_by: str | None = None
     merged_at: int | None = None
     draft: bool = False
+    head_ref: str = ""  # a pull request's head branch
     labels: list[str] = field(default_factory=list)
     assignees: list[str] = field(default_factory=list)
     requested: list[str] = field(default_factory=list)
@@ -330,11 +331,15 @@ class World:
         labels: Sequence[str] = (),
         draft: bool = False,
         number: int | None = None,
+        branch: str = "",
     ) -> Item:
-        """A new issue or pull request; initial labels become LabeledEvents at `created`."""
+        """A new issue or pull request; initial labels become LabeledEvents at `created`.
+        A pull request without a `branch` gets GitHub's web-editor name, `<user>-patch-<n>`."""
         if number is None:
             number = max(repo.items, default=0) + 1
         item = Item(repo, number, pull, title, body, user, created, created, draft=draft)
+        if pull:
+            item.head_ref = branch or f"{user}-patch-{number}"
         if pull:
             for ref in closing_numbers(body):
                 target = repo.items.get(ref)

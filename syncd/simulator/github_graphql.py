@@ -253,6 +253,7 @@ type PullRequest implements Node {
   closingIssuesReferences(PAGE_ARGS): IssueConnection
   createdAt: DateTime!
   databaseId: Int
+  headRefName: String!
   id: ID!
   isDraft: Boolean!
   labels(PAGE_ARGS): LabelConnection
@@ -885,6 +886,7 @@ def _resolvers() -> dict[str, dict[str, Callable[..., Any]]]:
     pull: dict[str, Callable[..., Any]] = {
         **_item_fields(),
         "closingIssuesReferences": _closing,
+        "headRefName": lambda item, info: item.head_ref,
         "isDraft": lambda item, info: item.draft,
         "merged": lambda item, info: item.merged_at is not None,
         "mergedAt": lambda item, info: iso(item.merged_at) if item.merged_at else None,

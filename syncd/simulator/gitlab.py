@@ -29,7 +29,8 @@ What a client meets, as on GitLab:
 - `POST /api/graphql` (and `GET` with `query`/`variables` parameters): projects, their merge
   requests and issues by iid and their notes, from the same world as the REST endpoints, with
   GitLab's complexity and depth limits and error shapes (see `gitlab_graphql`). With
-  `graphql=False` it answers 404, as where a proxy hides it; `graphql_notes_filter=False`
+  `graphql=False` it answers 404, as where a proxy hides it; with `graphql_forbidden=True`
+  403 `{"message": "403 Forbidden"}`, as where a policy refuses it; `graphql_notes_filter=False`
   serves the schema of GitLab before 16.5 (`notes` without `filter`);
   `graphql_iids_complexity=True` scores `mergeRequests(iids:)`/`issues(iids:)` per iid.
 - With `token` set, `PRIVATE-TOKEN: <t>` or `Authorization: Bearer <t>` is required, else
@@ -270,6 +271,7 @@ class GitLabSimulator(Simulator):
         graphql: bool = True,
         graphql_notes_filter: bool = True,
         graphql_iids_complexity: bool = False,
+        graphql_forbidden: bool = False,
     ) -> None:
         super().__init__(seed=seed, anchor=anchor, token=token, clock=clock)
         if not projects:
@@ -285,6 +287,7 @@ class GitLabSimulator(Simulator):
         self.graphql = graphql
         self.graphql_notes_filter = graphql_notes_filter
         self.graphql_iids_complexity = graphql_iids_complexity
+        self.graphql_forbidden = graphql_forbidden
         if graphql:
             gitlab_graphql.schema(graphql_notes_filter)  # built once, not on the first request
         anchor_ms = to_ms(self.anchor)
@@ -606,6 +609,8 @@ class GitLabSimulator(Simulator):
         """`/api/graphql`: GET or POST, anonymous without a token, 401 with a wrong one."""
         if not self.graphql or request.method not in ("GET", "POST"):
             raise _route_not_found()
+        if self.graphql_forbidden:
+            raise _GitLabError(403, "403 Forbidden")
         supplied = self._supplied_token(request.headers)
         authenticated = self.token is None or bool(supplied)
         if (
@@ -1263,6 +1268,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--offset-page-cap", type=int, default=None, help="deepest offset page allowed"
     )
     parser.add_argument("--no-graphql", action="store_true", help="answer /api/graphql with 404")
+    parser.add_argument(
+        "--graphql-forbidden", action="store_true", help="answer /api/graphql with 403"
+    )
     return parser
 
 
@@ -1285,6 +1293,7 @@ def _from_options(args: argparse.Namespace) -> tuple[GitLabSimulator, Callable[[
         rate_limit_every=args.rate_limit_every,
         retry_after=args.retry_after,
         graphql=not args.no_graphql,
+        graphql_forbidden=args.graphql_forbidden,
     )
     items = len(projects) * (args.issues + args.merge_requests)
     return sim, lambda url: f"simulator: gitlab on {url} ({len(projects)} projects, {items} items)"
