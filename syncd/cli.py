@@ -98,11 +98,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="table format: only the last N periods per value stream (0 = all)",
     )
 
-    p = sub.add_parser("export", help="export items or transitions")
-    p.add_argument("what", choices=("items", "transitions"))
+    p = sub.add_parser(
+        "export", help="export items, transitions or metric rows as jsonl, csv or parquet"
+    )
+    p.add_argument("what", choices=("items", "transitions", "metrics"))
     with_config(p)
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument(
+        "--format",
+        choices=("jsonl", "csv", "parquet"),
+        default="jsonl",
+        help="jsonl and csv stream to stdout or --output; parquet needs --output",
+    )
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--value-stream", help="only this value stream")
+    p.add_argument(
+        "--flow-type",
+        choices=("feature", "defect", "risk", "debt", "unclassified", "all"),
+        help="only this flow type (`all`: the metric rows of all types together)",
+    )
+    p.add_argument(
+        "--period",
+        choices=("day", "week", "month", "quarter"),
+        help="metrics: only this period kind (default: every kind)",
+    )
+    p.add_argument(
+        "--since",
+        type=_parse_as_of,
+        help="from this time on (ISO 8601): items updated or tombstoned, transitions, "
+        "metric periods starting at or after it",
+    )
+    p.add_argument("--until", type=_parse_as_of, help="before this time (ISO 8601), as --since")
 
     p = sub.add_parser(
         "dependencies",
@@ -471,29 +496,36 @@ def print_table(
 
 
 def cmd_export(config: Config, args: argparse.Namespace, out: TextIO) -> int:
-    from syncd.export import (
-        ITEM_COLUMNS,
-        TRANSITION_COLUMNS,
-        iter_items,
-        iter_transitions,
-        write_records,
+    from syncd.export import KINDS, Filters, check_output, export
+
+    kind = KINDS[args.what]
+    filters = Filters(
+        value_stream=args.value_stream,
+        flow_type=args.flow_type,
+        since=args.since,
+        until=args.until,
+        period_kind=args.period,
     )
-
+    try:  # usage errors before the warehouse is opened
+        filters.check(kind)
+        check_output(args.format, args.output)
+    except ValueError as exc:
+        print(f"syncd: export: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     warehouse = _warehouse(config)
-    records = iter_items(warehouse) if args.what == "items" else iter_transitions(warehouse)
-    columns = ITEM_COLUMNS if args.what == "items" else TRANSITION_COLUMNS
+    try:
+        count = export(warehouse, kind, args.format, out=out, path=args.output, filters=filters)
+    except OSError as exc:
+        if not args.output:
+            raise
+        print(f"syncd: export: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        warehouse.close()
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as handle:
-            count = write_records(records, handle, args.format, columns)
-        print(f"{count} {args.what} written to {args.output}", file=sys.stderr)
-    else:
-        write_records(records, out, args.format, columns)
-    warehouse.close()
+        what = "metric rows" if args.what == "metrics" else args.what
+        print(f"{count} {what} written to {args.output}", file=sys.stderr)
     return EXIT_OK
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 def cmd_dependencies(config: Config, args: argparse.Namespace, out: TextIO) -> int:
