@@ -3,8 +3,9 @@
 
     python3 dev.py demo     create .venv, install syncd, run the demo
     python3 dev.py test     create .venv, install syncd with test tools, make sure a
-                            PostgreSQL server is installed (apt-get when `initdb` is missing),
-                            run the whole test suite on SQLite and PostgreSQL
+                            PostgreSQL server and Chromium are installed (apt-get when
+                            `initdb` or /usr/bin/chromium is missing), run the whole test
+                            suite on SQLite and PostgreSQL
 Extra arguments after `test` go to pytest.
 """
 
@@ -49,26 +50,40 @@ def has_postgres() -> bool:
     return bool(shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb"))
 
 
-def ensure_postgres() -> None:
-    if has_postgres() or os.environ.get("SYNCD_TEST_PG_URL"):
-        return
+def apt_install(package: str, why: str) -> None:
+    """Install a Debian package with apt-get (through `sudo -n` when not root)."""
     apt = shutil.which("apt-get")
     if not apt:
-        sys.exit(
-            "PostgreSQL server binaries (initdb) are missing and apt-get is not available: "
-            "install the PostgreSQL server (15 or newer) and run again"
-        )
+        sys.exit(f"{why} and apt-get is not available: install {package} and run again")
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    say("installing the PostgreSQL server with apt-get (initdb was not found)")
+    say(f"installing {package} with apt-get ({why})")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([*sudo, apt, "-qq", "update"], check=True, env=env)
     subprocess.run(
-        [*sudo, apt, "-qq", "install", "-y", "--no-install-recommends", "postgresql"],
+        [*sudo, apt, "-qq", "install", "-y", "--no-install-recommends", package],
         check=True,
         env=env,
     )
+
+
+def ensure_postgres() -> None:
+    if has_postgres() or os.environ.get("SYNCD_TEST_PG_URL"):
+        return
+    apt_install("postgresql", "the PostgreSQL server (initdb) is missing")
     if not has_postgres():
         sys.exit("apt-get installed postgresql but initdb is still not found")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> None:
+    """The dashboard's browser test (tests/test_dashboard.py) runs Debian's Chromium."""
+    if CHROMIUM.exists():
+        return
+    apt_install("chromium", f"{CHROMIUM} is missing")
+    if not CHROMIUM.exists():
+        sys.exit(f"apt-get installed chromium but {CHROMIUM} is still not found")
 
 
 def main(argv: list[str]) -> int:
@@ -82,6 +97,7 @@ def main(argv: list[str]) -> int:
         return subprocess.run([str(PY), "-m", "syncd.demo", *rest]).returncode
     ensure_venv("test")
     ensure_postgres()
+    ensure_chromium()
     env = {**os.environ, "SYNCD_TEST_PG": "required", "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run([str(PY), "-m", "pytest", *rest], env=env).returncode
 

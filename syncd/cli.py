@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate the config and each source's connectivity")
     with_config(p)
 
+    p = sub.add_parser(
+        "serve", help="the read-only HTTP API (JSON, CSV, OpenAPI) and the dashboard"
+    )
+    with_config(p)
+    p.add_argument("--listen", help="HOST:PORT to listen on (default: [api] listen)")
+
     p = sub.add_parser("metrics", help="print flow metrics")
     with_config(p)
     p.add_argument("--period", choices=("day", "week", "month", "quarter"), default="week")
@@ -179,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reconcile": cmd_reconcile,
             "renormalise": cmd_renormalise,
             "check": cmd_check,
+            "serve": cmd_serve,
             "metrics": cmd_metrics,
             "export": cmd_export,
             "dependencies": cmd_dependencies,
@@ -400,6 +407,26 @@ def cmd_check(config: Config, args: argparse.Namespace, out: TextIO) -> int:
                 ok = ok and result.ok
                 print(("ok   " if result.ok else "FAIL ") + result.what, file=out)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_serve(config: Config, args: argparse.Namespace, out: TextIO) -> int:
+    from syncd.api import build_server
+
+    if args.listen:
+        from syncd.config import ApiConfig
+
+        try:
+            ApiConfig(listen=args.listen)
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {exc}") from None
+    warehouse = _warehouse(config)
+    try:
+        server = build_server(config, warehouse, listen=args.listen)
+        print(f"syncd: serving the API and dashboard on {server.url}/", file=sys.stderr)
+        server.serve_until_signalled()
+    finally:
+        warehouse.close()
+    return EXIT_OK
 
 
 def cmd_metrics(config: Config, args: argparse.Namespace, out: TextIO) -> int:

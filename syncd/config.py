@@ -142,6 +142,34 @@ class DaemonConfig(_Strict):
         return value
 
 
+def _api_listen(value: str) -> str:
+    if _listen_address(value) == "":
+        raise ValueError(f"expected 'host:port' (e.g. '127.0.0.1:8080'), got {value!r}")
+    return value
+
+
+class ApiConfig(_Strict):
+    """The read-only HTTP API and dashboard: `syncd serve`, or inside `syncd run` with
+    `enabled`. Without a token anyone who reaches `listen` can read the metrics."""
+
+    listen: Annotated[str, BeforeValidator(_api_listen)] = "127.0.0.1:8080"
+    #: also serve the API inside `syncd run`
+    enabled: bool = False
+    #: a bearer token every request must carry, from this environment variable or file
+    token_env: str | None = None
+    token_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ApiConfig:
+        if self.token_env and self.token_file:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+    def token(self) -> SecretStr | None:
+        """The API's bearer token, or None when the API is open."""
+        return read_secret(self.token_env, self.token_file, "api")
+
+
 class FlowTypeRule(_Strict):
     """An item gets `flow_type` when its type is in `issue_types` or it has one of `labels`
     (case-insensitive). Rules are tried in order; the first match wins."""
@@ -334,6 +362,7 @@ class Config(BaseModel):
     http: HttpConfig = HttpConfig()
     sync: SyncConfig = SyncConfig()
     daemon: DaemonConfig = DaemonConfig()
+    api: ApiConfig = ApiConfig()
     sources: list[Any] = Field(default_factory=list)  # each a SourceConfig subclass instance
     #: `[[value_streams]]`, in config order: an item belongs to the first that claims it
     value_streams: list[ValueStreamConfig] = Field(default_factory=list)

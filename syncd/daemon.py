@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -46,6 +46,9 @@ from syncd.service import Readiness, StatusServer, Telemetry, readiness
 from syncd.streams import ValueStreams, write_tables
 from syncd.sync import SourceResult, sync_source
 from syncd.warehouse.store import Warehouse
+
+if TYPE_CHECKING:
+    from syncd.api.server import ApiServer
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -432,6 +435,7 @@ class Daemon:
         endpoint when configured. Returns what `stop()` returned."""
         previous = self.install_signals() if install_signals else {}
         server: StatusServer | None = None
+        api: ApiServer | None = None
         try:
             if self.config.daemon.listen:
                 server = StatusServer(
@@ -441,12 +445,19 @@ class Daemon:
                     ready=self.readiness,
                 )
                 server.start()
+            if self.config.api.enabled:  # the read-only API and dashboard, beside the syncs
+                from syncd.api import build_server
+
+                api = build_server(self.config, self.warehouse)
+                api.start()
             self.start()
             log.info("daemon.started", sources=len(self._schedules))
             while not self.stopping.wait(1.0):
                 pass
             return self.stop()
         finally:
+            if api is not None:
+                api.stop()
             if server is not None:
                 server.stop()
             self.restore_signals(previous)
