@@ -30,14 +30,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from syncd.simulator.github import GitHubSimulator
 from syncd.simulator.gitlab import GitLabSimulator
 from syncd.simulator.jira import JiraSimulator
+from syncd.warehouse.store import Warehouse
 from tests.helpers import cli, jira_toml
 
 D = 86400.0
 EMAIL, TOKEN = "bot@example.com", "sim-token-three"
+PULL, DEBT = 1, 2  # GitHub numbers of the pull request and the debt issue (created in order)
 
 
 def at(day: int, hour: int = 0) -> datetime:
@@ -81,11 +84,11 @@ def trackers() -> Iterator[Trackers]:
         jira.transition(shop2, "Done", at(7, 8))
 
         repo = "acme/checkout-web"
-        pr = github.add_pull(
+        pull = github.add_pull(
             repo, created=at(2, 12), title="SHOP-1 checkout button", labels=("enhancement",)
         )
-        github.request_review(repo, pr, "octo", at(3, 12))
-        github.merge(repo, pr, at(4, 12))
+        github.request_review(repo, pull, "octo", at(3, 12))
+        github.merge(repo, pull, at(4, 12))
         debt = github.add_issue(
             repo,
             created=at(2),
@@ -94,6 +97,7 @@ def trackers() -> Iterator[Trackers]:
             body="Blocked by OPS-2",
         )
         github.assign(repo, debt, "octo", at(4))
+        assert (pull, debt) == (PULL, DEBT)
 
         project = "payments/api"
         mr = gitlab.add_merge_request(project, created=at(3), labels=("bug",))
@@ -213,3 +217,145 @@ def test_cli_metrics_of_a_three_tracker_value_stream(synced: Path) -> None:
     assert code == 0
     line = next(x for x in table.splitlines() if x.startswith("Checkout") and "2026-03-02" in x)
     assert "feature +0 defect +25 debt -25" in line
+
+
+def _view(warehouse_url: str, sql: str, **params: object) -> list[dict[str, object]]:
+    warehouse = Warehouse(warehouse_url)
+    try:
+        with warehouse.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.text(sql), params)]
+    finally:
+        warehouse.close()
+
+
+def test_sql_views_show_the_same_numbers(synced: Path, warehouse_url: str) -> None:
+    # `syncd metrics` stores the rows and the value stream tables the views read
+    assert cli(["metrics", "-c", str(synced)])[0] == 0
+    rows = {
+        r["flow_type"]: r
+        for r in _view(
+            warehouse_url,
+            "SELECT * FROM flow_metrics WHERE value_stream = 'Checkout' "
+            "AND period_kind = 'week' AND period_start = :start",
+            start=at(2) if "postgresql" in warehouse_url else "2026-03-02",
+        )
+    }
+    if not rows:  # SQLite keeps instants as text with a time part
+        rows = {
+            r["flow_type"]: r
+            for r in _view(
+                warehouse_url,
+                "SELECT * FROM flow_metrics WHERE value_stream = 'Checkout' "
+                "AND period_kind = 'week' AND period_start LIKE '2026-03-02%'",
+            )
+        }
+    whole = rows["all"]
+    assert whole["velocity"] == 4 and whole["load_end"] == 2
+    assert whole["flow_time_p85_s"] == pytest.approx(3.55 * D)
+    assert whole["efficiency"] == pytest.approx(9 / 11)
+    assert rows["feature"]["distribution_share"] == pytest.approx(0.5)
+    assert rows["feature"]["target_share"] == pytest.approx(0.5)
+    assert rows["defect"]["deviation"] == pytest.approx(0.25)
+    assert rows["debt"]["deviation"] == pytest.approx(-0.25)
+    assert rows["debt"]["load_share"] == pytest.approx(0.5)
+    assert rows["risk"]["target_share"] is None
+
+    items = _view(warehouse_url, "SELECT value_stream, source FROM flow_items")
+    by_stream: dict[object, set[object]] = {}
+    for item in items:
+        by_stream.setdefault(item["value_stream"], set()).add(item["source"])
+    assert by_stream == {"Checkout": {"jira", "gh", "gl"}, "Platform": {"jira"}}
+
+    # at the end of Mar 8 (Mar 9 00:00): the debt issue and the GitLab issue are in progress
+    load = _view(
+        warehouse_url,
+        "SELECT flow_type, in_progress, done FROM flow_load_daily "
+        "WHERE value_stream = 'Checkout' AND CAST(day AS TEXT) LIKE '2026-03-08%'",
+    )
+    assert {r["flow_type"]: r["in_progress"] for r in load if r["in_progress"]} == {
+        "debt": 1,
+        "feature": 1,
+    }
+    assert sum(int(str(r["done"])) for r in load) == 4
+
+    deps = _view(
+        warehouse_url,
+        "SELECT from_key, to_key, link_type, blocking, cross_value_stream "
+        "FROM flow_dependencies ORDER BY from_key, to_key",
+    )
+    blocking = {(d["from_key"], d["to_key"]) for d in deps if d["blocking"]}
+    assert blocking == {("SHOP-2", "OPS-1"), (f"acme/checkout-web#{DEBT}", "OPS-2")}
+    assert all(d["cross_value_stream"] for d in deps if d["blocking"])
+    references = [d for d in deps if d["link_type"] == "References"]
+    assert [(d["from_key"], d["to_key"]) for d in references] == [
+        (f"acme/checkout-web#{PULL}", "SHOP-1")
+    ]
+
+
+def test_dependencies_across_trackers(synced: Path) -> None:
+    code, out = cli(
+        [
+            "dependencies",
+            "-c",
+            str(synced),
+            "--period",
+            "week",
+            "--as-of",
+            "2026-03-20T00:00:00Z",
+            "--format",
+            "json",
+        ]
+    )
+    assert code == 0, out
+    rows = json.loads(out)
+    week = next(
+        r for r in rows if r["value_stream"] == "Checkout" and r["period_start"] == "2026-03-02"
+    )
+    # at Mar 9 00:00 only the debt issue waits on Platform (OPS-2 still in progress); SHOP-2
+    # waited on OPS-1 all its 4 days in progress, the debt issue 5 days (Mar 4 to Mar 9)
+    assert week["blocked_cross"] == 1
+    assert week["blocked_cross_s"] == pytest.approx(9 * D)
+    assert week["blocked_same"] == 0
+
+
+def test_http_api_and_dashboard_show_the_value_stream(synced: Path, warehouse_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from syncd.api.app import create_app
+
+    assert cli(["metrics", "-c", str(synced)])[0] == 0
+    warehouse = Warehouse(warehouse_url)
+    try:
+        client = TestClient(create_app(warehouse))
+        answer = client.get(
+            "/api/v1/metrics",
+            params={"value_stream": "Checkout", "period": "week", "flow_type": "all"},
+        )
+        assert answer.status_code == 200, answer.text
+        records = answer.json()["metrics"]
+        week = next(r for r in records if str(r["period_start"]).startswith("2026-03-02"))
+        assert week["velocity"] == 4 and week["load_end"] == 2
+        assert week["efficiency"] == pytest.approx(9 / 11)
+
+        csv_text = client.get(
+            "/api/v1/metrics",
+            params={"value_stream": "Checkout", "period": "week", "format": "csv"},
+        ).text
+        assert csv_text.splitlines()[0].startswith("value_stream,")
+
+        listed = client.get("/api/v1/value-streams").json()["value_streams"]
+        checkout = next(s for s in listed if s["name"] == "Checkout")
+        assert checkout["targets"] == {"feature": 0.5, "defect": 0.25, "debt": 0.25}
+
+        graph = client.get("/api/v1/dependencies", params={"value_stream": "Checkout"}).json()
+        assert {(e["from_key"], e["to_key"]) for e in graph["edges"] if e["blocking"]} == {
+            ("SHOP-2", "OPS-1"),
+            (f"acme/checkout-web#{DEBT}", "OPS-2"),
+        }
+
+        page = client.get("/dashboard", params={"value_stream": "Checkout", "weeks": 52})
+        assert page.status_code == 200
+        assert page.text.count("<svg") >= 4 and "Checkout" in page.text
+        assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")
+    finally:
+        warehouse.close()
