@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -67,6 +67,7 @@ RESYNC_KEY = "resync_since:"
 BATCH = 500
 
 H = TypeVar("H")
+T = TypeVar("T")
 
 #: a stored item's project → True when it has left the source's narrowed scope
 ScopeFilter = Callable[[str], bool]
@@ -108,6 +109,39 @@ class StoredRaw:
             self._body = json.loads(self.body_text)
         return self._body
 
+    def derived(self, name: str, derive: Callable[[StoredRaw], T]) -> T:
+        """What `derive` makes of the page (an index of its records, say), made on first use
+        and kept in `memo` under `name` for as long as the page stays cached."""
+        if name not in self.memo:
+            self.memo[name] = derive(self)
+        value: T = self.memo[name]
+        return value
+
+
+def objects_of(raw: StoredRaw) -> list[Mapping[str, Any]]:
+    """The JSON objects of a page whose body is an array (a REST listing or history page);
+    none when it is not one."""
+    body = raw.body
+    return [e for e in body if isinstance(e, Mapping)] if isinstance(body, list) else []
+
+
+def first_by_id(records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Records by their `id`. Of a record listed twice in one page the first counts, as it
+    did for the sync."""
+    index: dict[str, Mapping[str, Any]] = {}
+    for record in records:
+        index.setdefault(str(record["id"]), record)
+    return index
+
+
+def nested(value: Any, *keys: str) -> Any:
+    """The value at `keys` in decoded JSON, None where a step is missing or not an object."""
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
 
 class RawsMissing(Exception):
     """The stored raw pages cannot rebuild an item as it was stored (gone, or older or newer
@@ -144,6 +178,12 @@ class FetchLog(Generic[H]):
     def get(self, handle: H) -> Fetch | None:
         return self._fetches.get(handle)
 
+    def pages(self, handle: H) -> list[int]:
+        """The raw pages of the item's newest history fetch, part after part; none when its
+        history was never fetched."""
+        fetch = self._fetches.get(handle)
+        return [raw_id for part in fetch.parts.values() for raw_id in part] if fetch else []
+
 
 class Rebuilder(Protocol):
     """A connector's side of re-normalising one source, made from its current config."""
@@ -168,6 +208,16 @@ class Rebuilder(Protocol):
         """When the current scope only takes away from `old_scope` in a way stored items can
         be sorted by: which projects left it. None when it widened or changed otherwise."""
         ...
+
+
+def differs_only_in(
+    old_scope: Mapping[str, Any], new_scope: Mapping[str, Any], keys: Set[str]
+) -> bool:
+    """Whether two scopes of a source agree on everything but `keys` (those a rebuilder can
+    tell a narrowing by)."""
+    return all(
+        old_scope.get(k) == new_scope.get(k) for k in (old_scope.keys() | new_scope.keys()) - keys
+    )
 
 
 def rebuilder_for(source: SourceConfig) -> Rebuilder | None:

@@ -450,16 +450,8 @@ class GitHubConnector:
             if entry.get("number") not in timelines:
                 raise SkippableRecord("no timeline (deleted or moved?)")
             events, closing, branch = timelines[int(entry["number"])]
-            return parse_item(
-                entry,
-                events(),  # parsed here, so a bad event skips its item, not the run
-                self.mapping,
-                repo=repo,
-                source=self.config.name,
-                value_stream=self.config.stream_value,
-                closing=closing,
-                branch=branch,
-            )
+            # the events are parsed here, so a bad event skips its item, not the run
+            return item_of(self.config, self.mapping, repo, entry, events(), closing, branch)
 
         return records.parse_all(
             entries,
@@ -523,19 +515,8 @@ class GitHubConnector:
                     timeline = more["data"]["repository"]["n"]["timelineItems"]
                     nodes.extend(timeline["nodes"])
                     page_info = timeline["pageInfo"]
-                closing = [
-                    (
-                        f"{ref['repository']['nameWithOwner']}#{ref['number']}",
-                        [str(lb["name"]) for lb in (ref.get("labels") or {}).get("nodes") or ()],
-                    )
-                    for ref in (node.get("closingIssuesReferences") or {}).get("nodes") or ()
-                ]
-                head = node.get("headRefName")
-                out[number] = (
-                    functools.partial(events_from_graphql, nodes, key),
-                    closing,
-                    str(head) if head else None,
-                )
+                closing, branch = pull_refs(node)
+                out[number] = (functools.partial(events_from_graphql, nodes, key), closing, branch)
         return out
 
     def _rest_timelines(
@@ -575,6 +556,45 @@ def mapping_of(config: GitHubSourceConfig) -> GitHubMapping:
         overrides=StageOverrides.from_config(config.stages),
         flow_types=FlowTypeRules.from_config(config.flow_type_rules),
     )
+
+
+def item_of(
+    config: GitHubSourceConfig,
+    mapping: GitHubMapping,
+    repo: str,
+    entry: Mapping[str, Any],
+    events: Sequence[Event],
+    closing: Sequence[tuple[str, Sequence[str]]] = (),
+    branch: str | None = None,
+) -> FlowItem:
+    """An issue or pull request record of `repo` and its timeline's events → the source's flow
+    item. `closing` and `branch` are what a pull request's GraphQL node says (`pull_refs`).
+    Shared by the sync and re-normalising, so both read a record alike."""
+    return parse_item(
+        entry,
+        events,
+        mapping,
+        repo=repo,
+        source=config.name,
+        value_stream=config.stream_value,
+        closing=closing,
+        branch=branch,
+    )
+
+
+def pull_refs(node: Mapping[str, Any]) -> tuple[list[tuple[str, list[str]]], str | None]:
+    """What a pull request's GraphQL node (the first page of its timeline) says besides its
+    timeline: the issues it closes, with their labels, and its head branch. An issue's node
+    has neither."""
+    closing = [
+        (
+            f"{ref['repository']['nameWithOwner']}#{ref['number']}",
+            [str(lb["name"]) for lb in (ref.get("labels") or {}).get("nodes") or ()],
+        )
+        for ref in (node.get("closingIssuesReferences") or {}).get("nodes") or ()
+    ]
+    head = node.get("headRefName")
+    return closing, str(head) if head else None
 
 
 def _item_query(alias: str, number: int, pull: bool, after: str | None) -> str:

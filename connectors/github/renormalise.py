@@ -22,13 +22,22 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from connectors.github.connector import mapping_of
-from connectors.github.parse import events_from_graphql, events_from_rest, parse_item
+from connectors.github.connector import item_of, mapping_of, pull_refs
+from connectors.github.parse import events_from_graphql, events_from_rest
 from connectors.github.settings import GitHubSourceConfig
 from syncd.config import SourceConfig, scope_of
 from syncd.domain import FlowItem
 from syncd.errors import ConfigError
-from syncd.renormalise import FetchLog, RawsMissing, ScopeFilter, StoredRaw
+from syncd.renormalise import (
+    FetchLog,
+    RawsMissing,
+    ScopeFilter,
+    StoredRaw,
+    differs_only_in,
+    first_by_id,
+    nested,
+    objects_of,
+)
 
 _TIMELINE = re.compile(r"/repos/[^/]+/[^/]+/issues/(?P<number>\d+)/timeline$")
 #: query keys of a timeline page after the first (page numbers or cursor links)
@@ -70,12 +79,10 @@ class GitHubRebuilder:
             self._timelines.add((repo, int(match["number"])), _REST, raw, first_page=first)
 
     def plan(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for item_id, (record, repo, number) in self._records.items():
-            fetch = self._timelines.get((repo, number))
-            pages = [p for part in fetch.parts.values() for p in part] if fetch else []
-            out[item_id] = [record, *pages]
-        return out
+        return {
+            item_id: [record, *self._timelines.pages((repo, number))]
+            for item_id, (record, repo, number) in self._records.items()
+        }
 
     def build(self, item_id: str, raws: Mapping[int, StoredRaw]) -> FlowItem:
         record, repo, number = self._records[item_id]
@@ -90,39 +97,24 @@ class GitHubRebuilder:
             for index, raw_id in enumerate(fetch.parts[_GRAPHQL]):
                 node = _nodes(raws[raw_id])[number]
                 if index == 0:  # as the sync reads them: from the first page's node
-                    closing = _closing(node)
-                    head = node.get("headRefName")
-                    branch = str(head) if head else None
+                    closing, branch = pull_refs(node)
                 nodes.extend(node["timelineItems"]["nodes"])
             if (node["timelineItems"].get("pageInfo") or {}).get("hasNextPage"):
                 raise RawsMissing(f"the timeline of {key} is not complete in the raw pages")
             events = events_from_graphql(nodes, key)
         elif fetch is not None and fetch.parts.get(_REST):
-            timeline = [e for raw_id in fetch.parts[_REST] for e in _list(raws[raw_id])]
+            timeline = [e for raw_id in fetch.parts[_REST] for e in objects_of(raws[raw_id])]
             events = events_from_rest(timeline, key)
         else:
             raise RawsMissing(f"the timeline of {key} is not among the raw pages")
-        return parse_item(
-            entry,
-            events,
-            self.mapping,
-            repo=repo,
-            source=self.config.name,
-            value_stream=self.config.stream_value,
-            closing=closing,
-            branch=branch,
-        )
+        return item_of(self.config, self.mapping, repo, entry, events, closing, branch)
 
     def narrowed(self, old_scope: Mapping[str, Any]) -> ScopeFilter | None:
         """Repositories or organisations taken out (an organisation's repositories are named
         `org/…`): the items of a repository the old scope held and the new one does not have
         left. Anything else (a repository or organisation added, another URL, archived ones
         included or not) is not a narrowing."""
-        new_scope = scope_of(self.config)
-        if any(
-            old_scope.get(k) != new_scope.get(k)
-            for k in (old_scope.keys() | new_scope.keys()) - _NARROWABLE
-        ):
+        if not differs_only_in(old_scope, scope_of(self.config), _NARROWABLE):
             return None
         old_repos, old_orgs = _folded(old_scope.get("repos")), _folded(old_scope.get("orgs"))
         new_repos, new_orgs = _folded(self.config.repos), _folded(self.config.orgs)
@@ -147,53 +139,27 @@ def _folded(values: Any) -> frozenset[str]:
     return frozenset(str(v).casefold() for v in values or ())
 
 
-def _list(raw: StoredRaw) -> list[Mapping[str, Any]]:
-    body = raw.body
-    return [e for e in body if isinstance(e, Mapping)] if isinstance(body, list) else []
-
-
 def _entries(raw: StoredRaw) -> Sequence[Mapping[str, Any]]:
-    return [e for e in _list(raw) if e.get("id") is not None and e.get("number") is not None]
+    return [e for e in objects_of(raw) if e.get("id") is not None and e.get("number") is not None]
 
 
 def _entries_by_id(raw: StoredRaw) -> dict[str, Mapping[str, Any]]:
-    index = raw.memo.get("entries")
-    if index is None:
-        index = {}
-        for entry in _entries(raw):  # an item listed twice in a page: the sync took the first
-            index.setdefault(str(entry["id"]), entry)
-        raw.memo["entries"] = index
-    found: dict[str, Mapping[str, Any]] = index
-    return found
+    return raw.derived("entries", lambda page: first_by_id(_entries(page)))
 
 
 def _nodes(raw: StoredRaw) -> dict[int, Mapping[str, Any]]:
     """The issue and pull request nodes of a GraphQL answer, by number."""
-    index = raw.memo.get("nodes")
-    if index is None:
-        index = {}
-        body = raw.body
-        data = body.get("data") if isinstance(body, Mapping) else None
-        repository = data.get("repository") if isinstance(data, Mapping) else None
-        for node in (repository or {}).values() if isinstance(repository, Mapping) else ():
-            if (
-                isinstance(node, Mapping)
-                and isinstance(node.get("timelineItems"), Mapping)
-                and str(node.get("number", "")).isdigit()
-            ):
-                index[int(node["number"])] = node
-        raw.memo["nodes"] = index
-    found: dict[int, Mapping[str, Any]] = index
-    return found
+    return raw.derived("nodes", _index_nodes)
 
 
-def _closing(node: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
-    """The issues a pull request's node says it closes, with their labels, as the sync reads
-    them (`GitHubConnector._graphql_timelines`)."""
-    return [
-        (
-            f"{ref['repository']['nameWithOwner']}#{ref['number']}",
-            [str(lb["name"]) for lb in (ref.get("labels") or {}).get("nodes") or ()],
-        )
-        for ref in (node.get("closingIssuesReferences") or {}).get("nodes") or ()
-    ]
+def _index_nodes(raw: StoredRaw) -> dict[int, Mapping[str, Any]]:
+    index: dict[int, Mapping[str, Any]] = {}
+    repository = nested(raw.body, "data", "repository")
+    for node in repository.values() if isinstance(repository, Mapping) else ():
+        if (
+            isinstance(node, Mapping)
+            and isinstance(node.get("timelineItems"), Mapping)
+            and str(node.get("number", "")).isdigit()
+        ):
+            index[int(node["number"])] = node
+    return index

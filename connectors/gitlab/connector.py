@@ -98,6 +98,9 @@ class _FilterRefused(BadRequest):
 
 
 Notes = list[dict[str, Any]]
+_JsonList = Sequence[Mapping[str, Any]]
+#: an item's history as fetched: state events, label events, system notes, stated links
+History = tuple[_JsonList, _JsonList, _JsonList, Sequence[Link]]
 
 
 class _PrivateToken(httpx.Auth):
@@ -410,7 +413,7 @@ class GitLabConnector:
                 {"per_page": 100, "sort": "asc", "order_by": "created_at"},
             )
 
-        def history(entry: Mapping[str, Any]) -> tuple[Mapping[str, Any], Any, list[RawPage]]:
+        def history(entry: Mapping[str, Any]) -> tuple[Mapping[str, Any], History, list[RawPage]]:
             local: list[RawPage] = []
             iid = entry.get("iid")
             paged = {"per_page": 100}
@@ -449,18 +452,10 @@ class GitLabConnector:
                 rest=len(wanted) - len(batched) + len(reread),
             )
 
-        def parse(result: tuple[Mapping[str, Any], Any, list[RawPage]]) -> FlowItem:
-            entry, (state, labels, notes, links), _local = result
+        def parse(result: tuple[Mapping[str, Any], History, list[RawPage]]) -> FlowItem:
+            entry, item_history, _local = result
             key = f"{project}{sign}{entry.get('iid')}"
-            return parse_item(
-                entry,
-                changes_from_events(state, labels, notes, key),
-                self.mapping,
-                project=project,
-                source=self.config.name,
-                value_stream=self.config.stream_value,
-                links=links,
-            )
+            return item_of(self.config, self.mapping, project, key, entry, item_history)
 
         return records.parse_all(
             fetched,
@@ -615,6 +610,29 @@ def mapping_of(config: GitLabSourceConfig) -> GitLabMapping:
         canceled_labels=frozenset(label.casefold() for label in config.canceled_labels),
         overrides=StageOverrides.from_config(config.stages),
         flow_types=FlowTypeRules.from_config(config.flow_type_rules),
+    )
+
+
+def item_of(
+    config: GitLabSourceConfig,
+    mapping: GitLabMapping,
+    project: str,
+    key: str,
+    entry: Mapping[str, Any],
+    history: History,
+) -> FlowItem:
+    """An issue or merge request record of `project` (`key` names it in errors) and its
+    history → the source's flow item. Shared by the sync and re-normalising, so both read a
+    record alike."""
+    state, labels, notes, links = history
+    return parse_item(
+        entry,
+        changes_from_events(state, labels, notes, key),
+        mapping,
+        project=project,
+        source=config.name,
+        value_stream=config.stream_value,
+        links=links,
     )
 
 

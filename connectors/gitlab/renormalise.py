@@ -21,19 +21,23 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from connectors.gitlab.connector import mapping_of, wants_notes
-from connectors.gitlab.parse import (
-    changes_from_events,
-    note_times_ambiguous,
-    notes_from_graphql,
-    parse_item,
-    parse_links,
-)
+from connectors.gitlab.connector import item_of, mapping_of, wants_notes
+from connectors.gitlab.parse import note_times_ambiguous, notes_from_graphql, parse_links
 from connectors.gitlab.settings import GitLabSourceConfig
 from syncd.config import SourceConfig, scope_of
 from syncd.domain import FlowItem, Link
 from syncd.errors import ConfigError
-from syncd.renormalise import Fetch, FetchLog, RawsMissing, ScopeFilter, StoredRaw
+from syncd.renormalise import (
+    Fetch,
+    FetchLog,
+    RawsMissing,
+    ScopeFilter,
+    StoredRaw,
+    differs_only_in,
+    first_by_id,
+    nested,
+    objects_of,
+)
 
 #: a listing page: `:id` is the project's encoded path, or its number in keyset links
 _LISTING = re.compile(r"/projects/[^/]+/(?:issues|merge_requests)$")
@@ -102,12 +106,10 @@ class GitLabRebuilder:
             self._histories.add((raw.stream, iid), _GRAPHQL, raw, first_page=False)
 
     def plan(self) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for item_id, (record, stream, iid) in self._records.items():
-            fetch = self._histories.get((stream, iid))
-            pages = [p for part in fetch.parts.values() for p in part] if fetch else []
-            out[item_id] = [record, *pages]
-        return out
+        return {
+            item_id: [record, *self._histories.pages((stream, iid))]
+            for item_id, (record, stream, iid) in self._records.items()
+        }
 
     def build(self, item_id: str, raws: Mapping[int, StoredRaw]) -> FlowItem:
         record, stream, iid = self._records[item_id]
@@ -128,14 +130,8 @@ class GitLabRebuilder:
             if _LINKS not in fetch.parts:
                 raise RawsMissing(f"the links of {key} are not among the raw pages")
             links = parse_links(_concat(fetch, _LINKS, raws))
-        return parse_item(
-            entry,
-            changes_from_events(state, labels, notes, key),
-            self.mapping,
-            project=project,
-            source=self.config.name,
-            value_stream=self.config.stream_value,
-            links=links,
+        return item_of(
+            self.config, self.mapping, project, key, entry, (state, labels, notes, links)
         )
 
     def _notes(
@@ -174,11 +170,7 @@ class GitLabRebuilder:
         of a project the old scope held by name or by group path and the new one does not
         have left. Projects shared into a group are not under its path: they stay, and the
         next reconciliation decides. Anything else is not a narrowing."""
-        new_scope = scope_of(self.config)
-        if any(
-            old_scope.get(k) != new_scope.get(k)
-            for k in (old_scope.keys() | new_scope.keys()) - _NARROWABLE
-        ):
+        if not differs_only_in(old_scope, scope_of(self.config), _NARROWABLE):
             return None
         if self.config.work_item_status and not old_scope.get("work_item_status"):
             return None  # notes are read now that were not: they must be fetched
@@ -206,58 +198,42 @@ def _folded(values: Any) -> frozenset[str]:
     return frozenset(str(v).strip("/").casefold() for v in values or ())
 
 
-def _list(raw: StoredRaw) -> list[Mapping[str, Any]]:
-    body = raw.body
-    return [e for e in body if isinstance(e, Mapping)] if isinstance(body, list) else []
-
-
 def _concat(fetch: Fetch, part: str, raws: Mapping[int, StoredRaw]) -> list[Mapping[str, Any]]:
-    return [e for raw_id in fetch.parts.get(part, ()) for e in _list(raws[raw_id])]
+    return [e for raw_id in fetch.parts.get(part, ()) for e in objects_of(raws[raw_id])]
 
 
 def _entries(raw: StoredRaw) -> Sequence[Mapping[str, Any]]:
-    return [e for e in _list(raw) if e.get("id") is not None and str(e.get("iid", "")).isdigit()]
+    return [
+        e for e in objects_of(raw) if e.get("id") is not None and str(e.get("iid", "")).isdigit()
+    ]
 
 
 def _entries_by_id(raw: StoredRaw) -> dict[str, Mapping[str, Any]]:
-    index = raw.memo.get("entries")
-    if index is None:
-        index = {}
-        for entry in _entries(raw):  # an item listed twice in a page: the sync took the first
-            index.setdefault(str(entry["id"]), entry)
-        raw.memo["entries"] = index
-    found: dict[str, Mapping[str, Any]] = index
-    return found
+    return raw.derived("entries", lambda page: first_by_id(_entries(page)))
 
 
 def _batch_notes(raw: StoredRaw) -> dict[int, Mapping[str, Any]]:
     """The `notes` connection of each item (by iid) in a batched GraphQL answer."""
-    index = raw.memo.get("notes")
-    if index is None:
-        index = {}
-        body = raw.body
-        data = body.get("data") if isinstance(body, Mapping) else None
-        project = data.get("project") if isinstance(data, Mapping) else None
-        items = project.get("items") if isinstance(project, Mapping) else None
-        nodes = items.get("nodes") if isinstance(items, Mapping) else None
-        for node in nodes if isinstance(nodes, list) else ():
-            if not isinstance(node, Mapping) or not str(node.get("iid", "")).isdigit():
-                continue
-            notes = node.get("notes")
-            if isinstance(notes, Mapping) and isinstance(notes.get("nodes"), list):
+    return raw.derived("notes", _index_batch_notes)
+
+
+def _index_batch_notes(raw: StoredRaw) -> dict[int, Mapping[str, Any]]:
+    index: dict[int, Mapping[str, Any]] = {}
+    nodes = nested(raw.body, "data", "project", "items", "nodes")
+    for node in nodes if isinstance(nodes, list) else ():
+        if isinstance(node, Mapping) and str(node.get("iid", "")).isdigit():
+            notes = _notes_page(node.get("notes"))
+            if notes is not None:
                 index[int(node["iid"])] = notes
-        raw.memo["notes"] = index
-    found: dict[int, Mapping[str, Any]] = index
-    return found
+    return index
 
 
 def _more_notes(raw: StoredRaw) -> Mapping[str, Any] | None:
     """The `notes` page of a GraphQL answer continuing one item's notes."""
-    body = raw.body
-    data = body.get("data") if isinstance(body, Mapping) else None
-    project = data.get("project") if isinstance(data, Mapping) else None
-    item = project.get("item") if isinstance(project, Mapping) else None
-    notes = item.get("notes") if isinstance(item, Mapping) else None
+    return _notes_page(nested(raw.body, "data", "project", "item", "notes"))
+
+
+def _notes_page(notes: Any) -> Mapping[str, Any] | None:
     if isinstance(notes, Mapping) and isinstance(notes.get("nodes"), list):
         return notes
     return None

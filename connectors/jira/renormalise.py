@@ -26,7 +26,7 @@ from connectors.jira.settings import JiraSourceConfig
 from syncd.config import SourceConfig
 from syncd.domain import FlowItem
 from syncd.errors import ConfigError
-from syncd.renormalise import FetchLog, RawsMissing, ScopeFilter, StoredRaw
+from syncd.renormalise import FetchLog, RawsMissing, ScopeFilter, StoredRaw, first_by_id
 
 _CHANGELOG = re.compile(r"/rest/api/[23]/issue/(?P<id>[^/]+)/changelog$")
 _ISSUE = re.compile(r"/rest/api/2/issue/(?P<id>[^/]+)$")
@@ -70,12 +70,10 @@ class JiraRebuilder:
     def plan(self) -> dict[str, list[int]]:
         if self._catalogue is None:
             return {}  # nothing maps statuses to stages: every issue must be fetched again
-        out: dict[str, list[int]] = {}
-        for issue_id, record in self._records.items():
-            fetch = self._histories.get(issue_id)
-            history = fetch.parts.get(_HISTORY, []) if fetch is not None else []
-            out[issue_id] = [record, self._catalogue, *history]
-        return out
+        return {
+            issue_id: [record, self._catalogue, *self._histories.pages(issue_id)]
+            for issue_id, record in self._records.items()
+        }
 
     def build(self, item_id: str, raws: Mapping[int, StoredRaw]) -> FlowItem:
         record = raws[self._records[item_id]]
@@ -133,25 +131,16 @@ def _issues(raw: StoredRaw) -> Sequence[Mapping[str, Any]]:
 
 
 def _issues_by_id(raw: StoredRaw) -> dict[str, Mapping[str, Any]]:
-    index = raw.memo.get("issues")
-    if index is None:
-        index = {}
-        for issue in _issues(raw):  # an issue listed twice in a page: the sync took the first
-            index.setdefault(str(issue["id"]), issue)
-        raw.memo["issues"] = index
-    found: dict[str, Mapping[str, Any]] = index
-    return found
+    return raw.derived("issues", lambda page: first_by_id(_issues(page)))
 
 
 def _bulk_by_id(raw: StoredRaw) -> dict[str, list[Mapping[str, Any]]]:
     """The change histories of a bulkfetch page, by issue id."""
-    index = raw.memo.get("histories")
-    if index is None:
-        index = {}
-        for entry in raw.body.get("issueChangeLogs") or ():
-            index.setdefault(str(entry.get("issueId")), []).extend(
-                entry.get("changeHistories") or ()
-            )
-        raw.memo["histories"] = index
-    found: dict[str, list[Mapping[str, Any]]] = index
-    return found
+    return raw.derived("histories", _index_bulk)
+
+
+def _index_bulk(raw: StoredRaw) -> dict[str, list[Mapping[str, Any]]]:
+    index: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in raw.body.get("issueChangeLogs") or ():
+        index.setdefault(str(entry.get("issueId")), []).extend(entry.get("changeHistories") or ())
+    return index
