@@ -183,8 +183,8 @@ class Daemon:
         reason: str | None = None
         if change.action == "resync":
             reason = change.reason
-        elif change.action == "renormalise" or force:
-            if change.action == "renormalise":
+        elif change.action in ("renormalise", "upgrade") or force:
+            if change.action != "none":
                 log.info(
                     "sync.config_changed",
                     source=source.name,
@@ -199,7 +199,16 @@ class Daemon:
                 left=change.left,
                 record=record,
             )
-            if outcome.status != "ok":
+            if outcome.status != "ok" and change.action == "upgrade":
+                # not worth a resync: the items stay as they are until they next change
+                log.warning(
+                    "sync.upgrade_skipped",
+                    source=source.name,
+                    reason=f"{change.reason}, and re-normalising is impossible: {outcome.reason}",
+                )
+                with self.warehouse.begin() as conn:
+                    self.warehouse.set_meta(conn, key, record)
+            elif outcome.status != "ok":
                 reason = f"{change.reason}, and re-normalising is impossible: {outcome.reason}"
         elif stored != record:  # first sight, or recorded in an older form
             with self.warehouse.begin() as conn:

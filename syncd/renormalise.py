@@ -234,10 +234,21 @@ def rebuilder_for(source: SourceConfig) -> Rebuilder | None:
 # -- what a change of configuration costs ------------------------------------------------
 
 
+#: what the connectors' parsers keep of a record; raised when they keep more, so that items
+#: written by an older syncd are rebuilt from their raw pages (2: labels)
+PARSER_VERSION = 2
+
+
 def config_record(source: SourceConfig) -> str:
-    """What `meta` keeps of a source's config: its scope, and a digest of its mapping."""
+    """What `meta` keeps of a source's config: its scope, a digest of its mapping, and the
+    parser version its items were written with."""
     return json.dumps(
-        {"scope": scope_of(source), "mapping": mapping_fingerprint(source)}, sort_keys=True
+        {
+            "scope": scope_of(source),
+            "mapping": mapping_fingerprint(source),
+            "parser": PARSER_VERSION,
+        },
+        sort_keys=True,
     )
 
 
@@ -245,10 +256,15 @@ def config_record(source: SourceConfig) -> str:
 class ConfigChange:
     """What to do about a source's configuration: nothing, re-normalise, or resync."""
 
-    action: str  # none | renormalise | resync
+    #: none | renormalise | resync | upgrade (re-normalise where the raw pages allow: items
+    #: an older syncd wrote lack what today's parsers keep; without raw pages they stay)
+    action: str
     reason: str
     #: with a narrowed scope: which stored items left it
     left: ScopeFilter | None = None
+
+
+_UPGRADE = "the items were written by an older syncd, whose parsers kept less (labels)"
 
 
 def assess(stored: str | None, source: SourceConfig) -> ConfigChange:
@@ -264,7 +280,7 @@ def assess(stored: str | None, source: SourceConfig) -> ConfigChange:
     if not isinstance(old, dict) or not isinstance(old.get("scope"), dict):
         # a digest of scope and mapping together, from before they were told apart
         if stored == legacy_fingerprint(source):
-            return ConfigChange("none", "unchanged (recorded in the older form)")
+            return ConfigChange("upgrade", _UPGRADE)
         return ConfigChange(
             "resync", "the configuration changed since it was recorded in an older form"
         )
@@ -274,6 +290,8 @@ def assess(stored: str | None, source: SourceConfig) -> ConfigChange:
     if old_scope == new_scope:
         if mapping_changed:
             return ConfigChange("renormalise", "the mapping changed")
+        if old.get("parser", 1) != PARSER_VERSION:
+            return ConfigChange("upgrade", _UPGRADE)
         return ConfigChange("none", "unchanged")
     keys = sorted(
         k for k in old_scope.keys() | new_scope.keys() if old_scope.get(k) != new_scope.get(k)

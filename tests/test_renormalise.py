@@ -687,7 +687,12 @@ def test_a_narrowing_says_which_projects_left(tmp_path: Path) -> None:
 
 def test_a_record_of_the_older_form_is_recognised(tmp_path: Path) -> None:
     source = _source(tmp_path, JIRA)
-    assert assess(legacy_fingerprint(source), source).action == "none"
+    # the same configuration, but items an older syncd wrote: rebuilt where raw pages allow
+    assert assess(legacy_fingerprint(source), source).action == "upgrade"
+    record = json.loads(config_record(source))
+    del record["parser"]
+    assert assess(json.dumps(record, sort_keys=True), source).action == "upgrade"
+    assert assess(config_record(source), source).action == "none"
     changed = _source(tmp_path, JIRA + '[sources.stages]\n"Blocked" = "waiting"')
     assert assess(legacy_fingerprint(source), changed).action == "resync"
     assert assess(None, source).action == "none"
@@ -723,4 +728,49 @@ def test_value_streams_survive_a_renormalise_without_requests(
         )
         update_metrics(warehouse, as_of=LATE)
         assert_same(warehouse, fresh(tmp_path, sim, flavour, flavour.remap, top=top))
+        warehouse.close()
+
+
+def _older_syncd(warehouse: Warehouse, source: Any) -> None:
+    """Make the warehouse look written by the previous release: no labels kept, and the
+    configuration recorded in its older form."""
+    with warehouse.begin() as conn:
+        conn.execute(ITEMS.update().values(labels="[]"))
+        warehouse.set_meta(conn, CONFIG_KEY + SOURCE, legacy_fingerprint(source))
+
+
+def test_items_of_an_older_syncd_get_their_labels_from_the_raw_pages(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    flavour = FLAVOURS["jira-cloud"]
+    with flavour.simulator() as sim:
+        warehouse = synced_twice(tmp_path, sim, warehouse_url, flavour)
+        labels = stored(warehouse, "labels")
+        assert any(json.loads(v) for v in labels.values())
+        old = write(tmp_path, "old", sim, warehouse_url, flavour, flavour.mapping)
+        _older_syncd(warehouse, old.source(SOURCE))
+        sim.reset_requests()
+        run(old, warehouse)  # upgraded before the run, from the raw pages
+        assert stored(warehouse, "labels") == labels
+        assert not any("changelog" in r.path for r in sim.requests)  # nothing refetched
+        assert warehouse.get_meta(RESYNC_KEY + SOURCE) is None
+        assert warehouse.get_meta(CONFIG_KEY + SOURCE) == config_record(old.source(SOURCE))
+        warehouse.close()
+
+
+def test_an_upgrade_without_raw_pages_keeps_the_items_and_does_not_resync(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    flavour = FLAVOURS["jira-cloud"]
+    with flavour.simulator() as sim:
+        warehouse = synced_twice(tmp_path, sim, warehouse_url, flavour)
+        old = write(tmp_path, "old", sim, warehouse_url, flavour, flavour.mapping)
+        _older_syncd(warehouse, old.source(SOURCE))
+        with warehouse.begin() as conn:
+            conn.execute(RAW.delete().where(RAW.c.source == SOURCE))
+        sim.reset_requests()
+        assert run(old, warehouse).items == 0  # the usual no-change run, no resync
+        assert warehouse.get_meta(RESYNC_KEY + SOURCE) is None
+        assert warehouse.get_meta(CONFIG_KEY + SOURCE) == config_record(old.source(SOURCE))
+        assert all(v == "[]" for v in stored(warehouse, "labels").values())
         warehouse.close()
