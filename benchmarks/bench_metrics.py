@@ -17,6 +17,16 @@ RSS compares across phases and sizes:
                then, in the same process (as the daemon runs), the next day's 1 % and
                update, timed again (SQLAlchemy's statement cache is warm then).
 
+The full and the incremental update each run `--repeat` times (default 3), every run in a
+fresh process on the same data (the full one on a copy of the generated warehouse, the
+change and the incremental one on a copy of the recomputed one: a copy of the SQLite file,
+or a template database on the throwaway PostgreSQL), and the
+medians are reported, by the wall clock and by the process's CPU time: the machine the
+figures come from is shared, so single runs vary by ±20 %. On PostgreSQL the warehouse is
+vacuumed and analysed after the generation and after the full recompute, as autovacuum has
+long done before a warehouse's daily update (the change and its update follow each other,
+as a sync and the daemon's update do).
+
     .venv/bin/python benchmarks/bench_metrics.py --sizes 25000,100000
     .venv/bin/python benchmarks/bench_metrics.py --items 100000 --postgres
     .venv/bin/python benchmarks/bench_metrics.py --items 100000 --url postgresql://u@127.0.0.1/db
@@ -29,13 +39,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,15 +267,16 @@ def phase(name: str, url: str, count: int, seed: int, old_reopens: float) -> dic
         seconds = commit(url, items, NEXT)
         return {"changed": len(items), **counts, "commit_s": round(seconds, 2)}
     warehouse = Warehouse(url)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if name == "full":
         stats = update_metrics(warehouse, as_of=END, full=True)
     else:
         stats = update_metrics(warehouse, as_of=NEXT)
         assert not stats.full
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     out: dict[str, Any] = {
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 4),
+        "cpu_seconds": round(cpu, 4),
         "peak_rss_mb": peak_rss_mb(),
         "rows": stats.rows,
         "buckets": stats.buckets,
@@ -277,7 +291,7 @@ def phase(name: str, url: str, count: int, seed: int, old_reopens: float) -> dic
         commit(url, changed_items(items, seed, old_reopens, day=1)[0], NEXT + timedelta(days=1))
         t0 = time.perf_counter()
         warm = update_metrics(warehouse, as_of=NEXT + timedelta(days=1))
-        out["warm_seconds"] = round(time.perf_counter() - t0, 3)
+        out["warm_seconds"] = round(time.perf_counter() - t0, 4)
         out["warm_rows"] = warm.rows
     warehouse.close()
     return out
@@ -310,26 +324,108 @@ def reset(url: str) -> None:
     engine.dispose()
 
 
-def one_size(url: str, count: int, seed: int, old_reopens: float) -> dict[str, Any]:
+class Snapshots:
+    """Saved states of the benchmark's warehouse, so that a phase can run again on the same
+    data: copies of the SQLite file, or template databases on the throwaway PostgreSQL."""
+
+    def __init__(self, url: str, server: Any = None) -> None:
+        self.url = url
+        self.server = server
+        self.path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
+        self.dbname = url.rsplit("/", 1)[1] if server is not None else None
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None or self.dbname is not None
+
+    def save(self, tag: str) -> None:
+        if self.path is not None:
+            import sqlite3
+
+            with sqlite3.connect(self.path) as conn:  # everything into the main file
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            shutil.copyfile(self.path, f"{self.path}.{tag}")
+        elif self.dbname is not None:
+            self._admin(f'DROP DATABASE IF EXISTS "{self.dbname}_{tag}"')
+            self._admin(f'CREATE DATABASE "{self.dbname}_{tag}" TEMPLATE "{self.dbname}"')
+
+    def restore(self, tag: str) -> None:
+        if self.path is not None:
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            shutil.copyfile(f"{self.path}.{tag}", self.path)
+        elif self.dbname is not None:
+            self._admin(f'DROP DATABASE "{self.dbname}"')
+            self._admin(f'CREATE DATABASE "{self.dbname}" TEMPLATE "{self.dbname}_{tag}"')
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server.url(), autocommit=True) as conn:
+            conn.execute(sql)
+
+
+def vacuum(url: str) -> None:
+    """PostgreSQL: VACUUM ANALYZE, as autovacuum does in time (right after a bulk write,
+    index-only scans still visit the heap, and the first reads set hint bits)."""
+    import psycopg
+
+    from syncd.warehouse.store import engine_url
+
+    with psycopg.connect(engine_url(url).replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+
+
+def one_size(
+    url: str, count: int, seed: int, old_reopens: float, repeat: int, snapshots: Snapshots
+) -> dict[str, Any]:
     generated = run_phase("generate", url, count, seed, old_reopens)
-    full = run_phase("full", url, count, seed, old_reopens)
-    changed = run_phase("change", url, count, seed, old_reopens)
-    incremental = run_phase("incremental", url, count, seed, old_reopens)
+    if url.startswith("postgresql"):
+        vacuum(url)
+    fulls = []
+    for attempt in range(repeat):  # each from the generated warehouse
+        if attempt == 0:
+            snapshots.save("generated")
+        else:
+            snapshots.restore("generated")
+        fulls.append(run_phase("full", url, count, seed, old_reopens))
+    if url.startswith("postgresql"):
+        vacuum(url)  # the full recompute, too, happened long before a daily update
+    incrementals = []
+    for attempt in range(repeat):  # each a day's sync and update from the same warehouse
+        if attempt == 0:
+            snapshots.save("recomputed")
+        else:
+            snapshots.restore("recomputed")
+        changed = run_phase("change", url, count, seed, old_reopens)
+        incrementals.append(run_phase("incremental", url, count, seed, old_reopens))
+    full_s = median(r["seconds"] for r in fulls)
+    full_cpu = median(r["cpu_seconds"] for r in fulls)
+    incr_s = median(r["seconds"] for r in incrementals)
+    incr_cpu = median(r["cpu_seconds"] for r in incrementals)
+    warm_s = median(r["warm_seconds"] for r in incrementals)
+    last = incrementals[-1]
     return {
         "dialect": url.split(":", 1)[0].split("+", 1)[0],
         **generated,
-        "full_s": full["seconds"],
-        "full_peak_rss_mb": full["peak_rss_mb"],
-        "full_rows": full["rows"],
+        "runs": repeat,
+        "full_s": full_s,
+        "full_runs_s": [r["seconds"] for r in fulls],
+        "full_cpu_s": full_cpu,
+        "full_peak_rss_mb": max(r["peak_rss_mb"] for r in fulls),
+        "full_rows": fulls[-1]["rows"],
         "changed": changed,
-        "incremental_s": incremental["seconds"],
-        "incremental_pct_of_full": round(100 * incremental["seconds"] / full["seconds"], 2),
-        "next_day_in_same_process_s": incremental["warm_seconds"],
-        "next_day_pct_of_full": round(100 * incremental["warm_seconds"] / full["seconds"], 2),
-        "incremental_peak_rss_mb": incremental["peak_rss_mb"],
-        "rows_rewritten": incremental["rows"],
-        "buckets_recomputed": incremental["buckets"],
-        "facts_read": incremental["items_read"],
+        "incremental_s": incr_s,
+        "incremental_runs_s": [r["seconds"] for r in incrementals],
+        "incremental_cpu_s": incr_cpu,
+        "incremental_pct_of_full": round(100 * incr_s / full_s, 2),
+        "incremental_cpu_pct_of_full": round(100 * incr_cpu / full_cpu, 2),
+        "next_day_in_same_process_s": warm_s,
+        "next_day_pct_of_full": round(100 * warm_s / full_s, 2),
+        "incremental_peak_rss_mb": max(r["peak_rss_mb"] for r in incrementals),
+        "rows_rewritten": last["rows"],
+        "buckets_recomputed": last["buckets"],
+        "facts_read": last["items_read"],
     }
 
 
@@ -347,6 +443,13 @@ def main() -> int:
         type=float,
         default=0.0,
         help="share of the reopened items done more than 60 days before (default 0)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of the full and of the incremental update, each in a fresh process on the "
+        "same data; medians are reported (default 3; 1 with --url)",
     )
     parser.add_argument("--phase", choices=["generate", "full", "change", "incremental"])
     args = parser.parse_args()
@@ -371,10 +474,16 @@ def main() -> int:
                 reset(url)
             else:
                 url = f"sqlite:///{tmp / f'bench_{count}.db'}"
-            print(json.dumps(one_size(url, count, args.seed, args.old_reopens)), flush=True)
+            snapshots = Snapshots(url, server)
+            repeat = args.repeat if snapshots.available else 1
+            load = os.getloadavg()
+            result = one_size(url, count, args.seed, args.old_reopens, repeat, snapshots)
+            result["load_average"] = [round(v, 2) for v in (*load, *os.getloadavg())]
+            print(json.dumps(result), flush=True)
     finally:
         if server is not None:
             server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

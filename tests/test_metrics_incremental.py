@@ -314,3 +314,155 @@ def test_a_warehouse_without_facts_gets_them_and_a_full_recompute(warehouse: War
     assert facts == len(items)
     assert not update_metrics(warehouse, as_of=later + timedelta(hours=5)).full
     assert actual_rows(warehouse) == expected_rows(warehouse, later + timedelta(hours=5))
+
+
+def moves(*steps: tuple[datetime, Stage]) -> list[Transition]:
+    """A history of exact instants: created at the first, then each move."""
+    out = [Transition(steps[0][0], None, "new", None, Stage.NEW)]
+    for at, stage in steps[1:]:
+        prev = out[-1]
+        out.append(Transition(at, prev.to_state, stage.value, prev.to_stage, stage))
+    return out
+
+
+def commit(warehouse: Warehouse, items: list[FlowItem], now: datetime) -> None:
+    page = Page(raws=[], items=items, cursor=Cursor())
+    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=now)
+
+
+def test_an_update_resumes_from_the_items_in_progress_the_last_one_kept(
+    warehouse: Warehouse,
+) -> None:
+    """The day of an update's as-of time keeps the items in progress at its start; the next
+    update's sweep starts there instead of reading them, also when items entered or left
+    progress at exactly midnight (the sweep applies those with the day before)."""
+    midnight = T0 + timedelta(days=3)
+    day = timedelta(days=1)
+    long_running = [
+        item(
+            i,
+            "A",
+            FLOW_TYPES[i % 5],
+            moves((T0 - 40 * day, Stage.NEW), (T0 - 30 * day + i * day, Stage.ACTIVE)),
+        )
+        for i in range(30)
+    ]
+    finishing = moves((T0, Stage.NEW), (midnight - 3 * day, Stage.ACTIVE))
+    starting = moves((T0, Stage.NEW))
+    pausing = moves((T0, Stage.NEW), (midnight - 2 * day, Stage.ACTIVE))
+    commit(
+        warehouse,
+        [
+            *long_running,
+            item(40, "A", "defect", finishing),
+            item(41, "A", "feature", starting),
+            item(42, "A", "risk", pausing),
+        ],
+        midnight - day,
+    )
+    assert update_metrics(warehouse, as_of=midnight - timedelta(hours=12)).full
+    # what a sync learns later: three moves at exactly midnight
+    commit(
+        warehouse,
+        [
+            item(40, "A", "defect", [*finishing, *moves((midnight, Stage.DONE))[1:]]),
+            item(41, "A", "feature", moves((T0, Stage.NEW), (midnight, Stage.ACTIVE))),
+            item(
+                42,
+                "A",
+                "risk",
+                moves(*[(t.at, t.to_stage) for t in pausing], (midnight, Stage.WAITING)),
+            ),
+        ],
+        midnight + timedelta(hours=5),
+    )
+    for as_of in (
+        midnight + timedelta(hours=6),  # swept from the day before: taken with midnight undone
+        midnight + timedelta(hours=12),  # resumed at midnight
+        midnight + day + timedelta(hours=1),  # resumed at midnight, then the next day
+    ):
+        stats = update_metrics(warehouse, as_of=as_of)
+        assert not stats.full
+        assert actual_rows(warehouse) == expected_rows(warehouse, as_of)
+        assert stats.items_read < 30  # the long-running items were not read again
+
+
+def test_a_change_before_the_kept_day_sweeps_from_the_facts_and_keeps_unchanged_rows(
+    warehouse: Warehouse,
+) -> None:
+    day = timedelta(days=1)
+    long_running = [
+        item(
+            i,
+            "A",
+            FLOW_TYPES[i % 5],
+            moves((T0 - 60 * day, Stage.NEW), (T0 - 50 * day + i * day, Stage.ACTIVE)),
+        )
+        for i in range(30)
+    ]
+    commit(warehouse, long_running, T0)
+    first = T0 + timedelta(hours=12)
+    assert update_metrics(warehouse, as_of=first).full
+    # item 3 paused for an hour ten days ago: it stays in progress, so the days since are
+    # recomputed (swept from ten days back, reading what was in progress then) but, apart
+    # from today's, their rows come out the same and are not rewritten
+    paused = moves(
+        (T0 - 60 * day, Stage.NEW),
+        (T0 - 47 * day, Stage.ACTIVE),
+        (T0 - 10 * day, Stage.WAITING),
+        (T0 - 10 * day + timedelta(hours=1), Stage.ACTIVE),
+    )
+    commit(warehouse, [item(3, "A", FLOW_TYPES[3], paused)], first)
+    later = first + timedelta(minutes=30)
+    stats = update_metrics(warehouse, as_of=later)
+    assert not stats.full
+    assert actual_rows(warehouse) == expected_rows(warehouse, later)
+    assert stats.items_read >= 30  # the items in progress ten days ago were read
+    assert 0 < stats.rows < 6 * stats.buckets
+    with warehouse.engine.connect() as conn:
+        kept = (
+            conn.execute(
+                sa.select(METRICS.c.as_of).where(
+                    METRICS.c.period == "day", METRICS.c.period_start == T0 - 5 * day
+                )
+            )
+            .scalars()
+            .all()
+        )
+        today = (
+            conn.execute(
+                sa.select(METRICS.c.as_of).where(
+                    METRICS.c.period == "day", METRICS.c.period_start == T0
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert kept and all(as_of == first for as_of in kept)
+    assert today and all(as_of == later for as_of in today)
+
+
+def test_reopening_an_item_done_long_ago_fills_the_quiet_months_in_between(
+    warehouse: Warehouse,
+) -> None:
+    """A value stream quiet since its only item was done, months ago: reopening that item
+    puts it back in progress since its old work start, so every day in between gets rows,
+    also in quarters nothing else made the update read."""
+    day = timedelta(days=1)
+    start = T0 - 320 * day + timedelta(hours=5)
+    done = moves((T0 - 330 * day, Stage.NEW), (start, Stage.ACTIVE), (T0 - 300 * day, Stage.DONE))
+    commit(warehouse, [item(1, "A", "feature", done)], T0)
+    assert update_metrics(warehouse, as_of=T0).full
+    reopened = moves(*[(t.at, t.to_stage) for t in done], (T0 + timedelta(hours=3), Stage.ACTIVE))
+    commit(warehouse, [item(1, "A", "feature", reopened)], T0 + timedelta(hours=4))
+    later = T0 + timedelta(hours=5)
+    stats = update_metrics(warehouse, as_of=later)
+    assert not stats.full
+    assert actual_rows(warehouse) == expected_rows(warehouse, later)
+    with warehouse.engine.connect() as conn:
+        days = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(METRICS)
+            .where(METRICS.c.period == "day", METRICS.c.flow_type == "all")
+        ).scalar()
+    assert days == 321  # every day from the work start's to today's

@@ -3,6 +3,7 @@ day records that round-trip, item facts, and the dirt a change records."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -38,6 +39,7 @@ from syncd.metrics.sweep import (
     age_triple,
     bucket_rows,
     decode_day,
+    decode_opening,
     encode_day,
 )
 
@@ -106,6 +108,89 @@ def test_day_records_round_trip_exactly(
     )
     finished = Finished.of(Finish(0, True, slot, flow, active) for slot, flow, active in done)
     assert decode_day(encode_day(load, finished)) == (load, finished)
+
+
+def test_day_records_written_before_the_done_items_were_packed_still_read() -> None:
+    load = Load((1,) * SLOTS, (2,) * SLOTS, ((3.0, 4.0, 5.5),) * SLOTS)
+    finished = Finished.of(
+        [Finish(0, True, 1, 3.5, 1.25), Finish(0, True, 1, 7.0, 7.0), Finish(0, True, 4, 0.1, 0.0)]
+    )
+    earlier = json.dumps(
+        [
+            load.load_us,
+            load.load_end,
+            load.ages,
+            finished.velocity,
+            finished.flow,
+            finished.active,
+        ]
+    )
+    assert decode_day(earlier) == (load, finished) == decode_day(encode_day(load, finished))
+
+
+@given(
+    opening=st.lists(
+        st.lists(st.integers(0, 2**62), max_size=30).map(sorted), min_size=N_TYPES, max_size=N_TYPES
+    )
+)
+def test_an_opening_rides_along_a_day_record_exactly(opening: list[list[int]]) -> None:
+    load = Load((1,) * SLOTS, (2,) * SLOTS, ((None, None, None),) * SLOTS)
+    finished = Finished.of([Finish(0, True, 1, 3.5, 1.25)])
+    text = encode_day(load, finished, opening)
+    assert decode_opening(text) == opening
+    assert decode_day(text) == (load, finished)  # the day itself reads as without it
+    assert decode_opening(encode_day(load, finished)) is None
+
+
+def _valid_events(
+    before: list[tuple[int, int]], moves: list[tuple[int, bool, int, int]]
+) -> list[SegmentEvent]:
+    """`moves` as sorted segment events that only take out what is in progress."""
+    held = list(before)
+    events: list[SegmentEvent] = []
+    for at, enters, slot, work_start in sorted(moves):
+        if enters:
+            held.append((slot, work_start))
+            events.append(SegmentEvent(at, 1, slot, work_start))
+        elif (slot, work_start) in held:
+            held.remove((slot, work_start))
+            events.append(SegmentEvent(at, -1, slot, work_start))
+    return events
+
+
+@settings(max_examples=300)
+@given(
+    before=st.lists(st.tuples(st.integers(0, N_TYPES - 1), st.integers(-50, 50)), max_size=12),
+    moves=st.lists(
+        st.tuples(
+            st.integers(1, 20), st.booleans(), st.integers(0, N_TYPES - 1), st.integers(-50, 50)
+        ),
+        max_size=24,
+    ),
+)
+def test_an_opening_is_what_was_in_progress_just_before_the_day_and_resumes_exactly(
+    before: list[tuple[int, int]], moves: list[tuple[int, bool, int, int]]
+) -> None:
+    # days of 10 instants; events at exactly 10 end the first day and are applied with it
+    events = _valid_events(before, moves)
+    first = [e for e in events if e.at <= 10]
+    second = [e for e in events if e.at > 10]
+    at_boundary = [e for e in first if e.at == 10]
+    original = LoadSweep(before)
+    original.day(0, 10, first)
+    opening = original.opening(at_boundary)
+    # just before the boundary: what was in progress before, and every earlier event
+    expected = list(before)
+    for e in first:
+        if e.at < 10:
+            if e.delta > 0:
+                expected.append((e.slot, e.work_start))
+            else:
+                expected.remove((e.slot, e.work_start))
+    assert opening == LoadSweep(expected).opening()
+    # a sweep resumed there applies the boundary's events again, then goes on identically
+    resumed = LoadSweep.resume(opening)
+    assert resumed.day(10, 20, at_boundary + second)[0] == original.day(10, 20, second)[0]
 
 
 def test_finished_counts_done_items_only_and_keeps_pairs() -> None:

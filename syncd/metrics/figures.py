@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from syncd.domain import Stage, Transition, utc
 
@@ -49,6 +49,8 @@ class ItemTimeline:
 
 
 _NO_FIGURES = ItemFigures(None, None, None, None, None, None, None)
+_IN_PROGRESS = frozenset(stage for stage in Stage if stage.in_progress)
+_TERMINAL = frozenset(stage for stage in Stage if stage.terminal)
 
 
 def stage_steps(
@@ -56,11 +58,18 @@ def stage_steps(
 ) -> list[tuple[datetime, Stage]]:
     """Return ``(at, to_stage)`` in time order (stable for equal instants), in UTC, without
     the transitions after `as_of`."""
-    limit = None if as_of is None else utc(as_of)
-    steps = sorted(((utc(tr.at), tr.to_stage) for tr in transitions), key=lambda s: s[0])
-    if limit is not None:
+    steps = [
+        (at if at.tzinfo is UTC else utc(at), tr.to_stage) for tr in transitions for at in (tr.at,)
+    ]
+    steps.sort(key=_instant)
+    if as_of is not None:
+        limit = utc(as_of)
         steps = [step for step in steps if step[0] <= limit]
     return steps
+
+
+def _instant(step: tuple[datetime, Stage]) -> datetime:
+    return step[0]
 
 
 def stage_at(transitions: Sequence[Transition], t: datetime) -> Stage | None:
@@ -103,7 +112,7 @@ def item_timeline(transitions: Sequence[Transition], as_of: datetime | None = No
     if not steps:
         return ItemTimeline(_NO_FIGURES, ())
 
-    work_start = next((at for at, stage in steps if stage.in_progress), None)
+    work_start = next((at for at, stage in steps if stage in _IN_PROGRESS), None)
 
     # Work ends where the final uninterrupted run of terminal stages begins: done -> closed
     # or done -> canceled stay terminal, so they do not move the end.
@@ -111,9 +120,9 @@ def item_timeline(transitions: Sequence[Transition], as_of: datetime | None = No
     work_end: datetime | None = None
     outcome: Stage | None = None
     end_index = len(steps)
-    if final.terminal:
+    if final in _TERMINAL:
         end_index = len(steps) - 1
-        while end_index > 0 and steps[end_index - 1][1].terminal:
+        while end_index > 0 and steps[end_index - 1][1] in _TERMINAL:
             end_index -= 1
         work_end = steps[end_index][0]
         outcome = final
@@ -121,10 +130,11 @@ def item_timeline(transitions: Sequence[Transition], as_of: datetime | None = No
     segments: list[Segment] = []
     run_start: datetime | None = None
     active = timedelta(0)
+    counts_active = work_end is not None
     for index, (at, stage) in enumerate(steps):
-        if stage is Stage.ACTIVE and index < end_index and work_end is not None:
+        if stage is Stage.ACTIVE and counts_active and index < end_index:
             active += steps[index + 1][0] - at
-        if stage.in_progress:
+        if stage in _IN_PROGRESS:
             if run_start is None:
                 run_start = at
         elif run_start is not None:

@@ -18,17 +18,22 @@ runs of done left in between. A bucket no item touches any more loses its rows, 
 stored set is exactly what a full recompute produces. The full recompute is the same sweep
 over every day, reading the facts a month at a time, so its memory does not grow with
 history.
+
+An update works on every value stream at once: each kind of read or write is one statement
+for all of them (a round trip each on PostgreSQL), and the day of its as-of time keeps the
+items in progress at its start, so that the next update's sweep resumes there instead of
+reading every item in progress.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -57,7 +62,12 @@ from syncd.metrics.sweep import (
     Finished,
     Load,
     LoadSweep,
+    Opening,
+    SegmentEvent,
     bucket_rows,
+    decode_day,
+    decode_opening,
+    encode_day,
     sum_loads,
 )
 from syncd.warehouse.store import METRICS, StoredItem, Warehouse
@@ -71,11 +81,9 @@ __all__ = [
     "warehouse_as_of",
 ]
 
-_T = TypeVar("_T")
 _ROW_JSON = json.JSONEncoder(sort_keys=True)  # what json.dumps(..., sort_keys=True) makes
-_WINDOW_DAYS = 31  # the full sweep reads facts a month at a time
+_WINDOW_DAYS = 31  # sweeps read facts a month at a time
 _LONGER_KINDS = ("week", "month", "quarter")
-_CHUNK = 500
 _METRIC_COLUMNS = (
     "value_stream",
     "period",
@@ -111,6 +119,10 @@ def update_metrics(warehouse: Warehouse, *, as_of: datetime, full: bool = False)
     as_of = utc(as_of)
     stats = UpdateStats()
     with _cyclic_gc_paused(), warehouse.begin() as conn:
+        if warehouse.dialect == "postgresql":
+            # the update's reads are small index ranges: starting parallel workers for them
+            # costs more than the reads (and competes for the cores the server has)
+            conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
         previous = warehouse_as_of(conn)
         if ledger.meta(conn, ledger.FACTS_KEY) != ledger.FACTS_VERSION:
             ledger.ensure_facts(warehouse, conn)
@@ -162,12 +174,74 @@ def _days_meeting(spans: Iterable[tuple[int, int]]) -> set[int]:
     return days
 
 
+@lru_cache(maxsize=8192)
+def _bucket(kind: str, t: int) -> tuple[int, int]:
+    """The ``[start, end)`` (microseconds) of the period of `kind` containing instant `t`."""
+    start = period_start(kind, from_us(t))
+    return to_us(start), to_us(period_end(kind, start))
+
+
 DayResult = tuple[Load, Finished] | None
 """A recomputed day: its load and done items, or None when no item touches it."""
 
 Changed = frozenset[str] | None
 """The flow types (row names, with "all") whose rows of a bucket may have changed; None:
 all of them, and the bucket's very presence."""
+
+Scope = dict[tuple[str, int], Changed]
+"""The buckets (period kind, start) an update recomputes, with what may have changed."""
+
+DaysIn = Callable[[int, int], Mapping[int, tuple[Load, Finished]]]
+"""The touched days starting in ``[lo, hi)`` of one value stream."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The days of one value stream an update recomputes, by how."""
+
+    flow: set[int]
+    finish: set[int]
+    cover: set[int]
+
+    @classmethod
+    def of(cls, spans: Mapping[str, Sequence[tuple[int, int]]]) -> _Plan:
+        flow = _days_meeting(spans.get(FLOW, ()))
+        finish = _days_meeting(spans.get(FINISH, ())) - flow
+        cover = _days_meeting(spans.get(COVER, ())) - flow - finish
+        return cls(flow, finish, cover)
+
+
+@dataclass(slots=True)
+class _Run:
+    """A run of consecutive days of one value stream being swept."""
+
+    value_stream: str
+    days: list[int]
+    sweep: LoadSweep
+    consumed: int  # segment events up to this instant have been applied
+    last_events: Sequence[SegmentEvent] = ()  # the previous day's
+
+
+@dataclass(slots=True)
+class _StoredDays:
+    """Stored day records of one value stream as read (decoded when first needed), and the
+    day ranges the read covered."""
+
+    texts: dict[int, str]
+    ranges: list[tuple[int, int]]
+    _decoded: dict[int, tuple[Load, Finished]] = field(default_factory=dict)
+
+    def get(self, day: int) -> tuple[Load, Finished] | None:
+        found = self._decoded.get(day)
+        if found is None:
+            text = self.texts.get(day)
+            if text is None:
+                return None
+            found = self._decoded[day] = decode_day(text)
+        return found
+
+    def covers(self, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.ranges)
 
 
 class _Update:
@@ -186,17 +260,14 @@ class _Update:
         self.conn = conn
         self.as_of = as_of
         self.now = now
+        self.today = day_of(now)
         self.pending = pending
         self.stats = stats
-
-    def _reader(self, value_stream: str) -> ledger.FactsReader:
-        return ledger.FactsReader(
-            self.conn,
-            value_stream,
-            self.now,
-            self.pending.get(value_stream, []),
-            exclude_pending=bool(self.pending),
-        )
+        self.reader = ledger.FactsReader(conn, now, pending)
+        #: per value stream, the items in progress at the start of `today` (see `_sweep`)
+        self.openings: dict[str, Opening] = {}
+        #: per value stream, the finished items of the days `_refinish` recomputes
+        self.finished_on: dict[str, list[Finish]] = {}
 
     # -- full ----------------------------------------------------------------------------
 
@@ -206,22 +277,31 @@ class _Update:
         self.conn.execute(METRICS.delete())
         self.conn.execute(ledger.DAYS.delete())
         for vs in sorted(set(ledger.value_streams(self.conn)) | set(self.pending)):
-            reader = self._reader(vs)
-            first = reader.first_day()
+            first = self.reader.first_day(vs)
             if first is None or first > self.now:
                 continue
-            days = list(range(first, day_of(self.now) + 1, DAY))
-            for window in self._sweep(reader, days, []):
-                self._store_days(vs, window, replace=False)
+            days = list(range(first, self.today + DAY, DAY))
+            for results in self._sweep([_Run(vs, days, LoadSweep(()), first - 1)]):
+                for _, window in results:
+                    self._store_days({vs: window})
+                    self._write_rows(None, self._day_rows(vs, window))
+                    self.stats.buckets += len(window)
             first_day = from_us(first)
             starts = {
                 kind: [to_us(s) for s in period_starts(kind, first_day, self.as_of)]
                 for kind in _LONGER_KINDS
             }
-            for buckets, rows in self._assemble(reader, starts, {}):
-                self._write_rows(vs, None, rows)
+            for buckets, rows in self._assemble(vs, starts, self._read_days(vs)):
+                self._write_rows(None, rows)
                 self.stats.buckets += len(buckets)
-            self.stats.items_read += reader.rows_read
+        self.stats.items_read += self.reader.rows_read
+
+    def _read_days(self, value_stream: str) -> DaysIn:
+        def days_in(lo: int, hi: int) -> dict[int, tuple[Load, Finished]]:
+            texts = ledger.read_days(self.conn, [(value_stream, lo, hi)])[0][value_stream]
+            return {day: decode_day(text) for day, text in texts.items()}
+
+        return days_in
 
     # -- incremental ---------------------------------------------------------------------
 
@@ -236,112 +316,225 @@ class _Update:
             hi = self.now if d.end is None else min(d.end, self.now)
             if d.start <= hi:
                 spans.setdefault(d.value_stream, {}).setdefault(d.scope, []).append((d.start, hi))
-        for vs in sorted(spans):
-            self._value_stream(vs, spans[vs])
+        plans = {vs: _Plan.of(spans[vs]) for vs in sorted(spans)}
 
-    def _value_stream(self, vs: str, spans: dict[str, list[tuple[int, int]]]) -> None:
-        reader = self._reader(vs)
-        flow_days = _days_meeting(spans.get(FLOW, []))
-        finish_days = _days_meeting(spans.get(FINISH, [])) - flow_days
-        cover = _days_meeting(spans.get(COVER, [])) - flow_days - finish_days
-        if cover:
-            present = ledger.touched_days(self.conn, vs, min(cover), max(cover) + DAY)
-            finish_days |= cover - present
-        days: dict[int, DayResult] = {}
-        changed: dict[int, Changed] = {}
-        for run in _runs(sorted(flow_days)):
-            for window in self._sweep(reader, run, reader.in_progress_before(run[0])):
-                days.update(window)
-                changed.update(dict.fromkeys(window))
-        refinished, refinished_changes = self._refinish(reader, sorted(finish_days))
-        days.update(refinished)
-        changed.update(refinished_changes)
-        scope: dict[tuple[str, int], Changed] = {("day", day): changed[day] for day in days}
-        for kind in _LONGER_KINDS:
-            for day in days:
-                key = (kind, to_us(period_start(kind, from_us(day))))
-                scope[key] = _union(scope.get(key, frozenset()), changed[day])
-        scope = {key: names for key, names in scope.items() if names is None or names}
-        starts: dict[str, list[int]] = {kind: [] for kind in _LONGER_KINDS}
-        for kind, start in scope:
-            if kind != "day":
-                starts[kind].append(start)
-        rows = self._day_rows(vs, {d: r for d, r in days.items() if ("day", d) in scope}, scope)
-        for _, assembled_rows in self._assemble(reader, starts, days, scope):
-            rows.extend(assembled_rows)
-        self._store_days(vs, days, replace=True)
-        self._write_rows(vs, scope, rows)
-        self.stats.buckets += len(scope)
-        self.stats.items_read += reader.rows_read
+        stored = self._read_stored(plans)
+
+        fresh: dict[str, dict[int, DayResult]] = {vs: {} for vs in plans}
+        changed: dict[str, dict[int, Changed]] = {vs: {} for vs in plans}
+        runs = [
+            self._start_run(vs, days, previous, stored[vs])
+            for vs, plan in plans.items()
+            for days in _runs(sorted(plan.flow))
+        ]
+        finish_days = {vs: sorted(p.finish) for vs, p in plans.items() if p.finish}
+        for results in self._sweep(runs, finish_days):
+            for run, window in results:
+                fresh[run.value_stream].update(window)
+                changed[run.value_stream].update(dict.fromkeys(window))
+        if not runs and finish_days:  # nothing to sweep: their finished items are still due
+            self.finished_on = self.reader.finishes([], finish_days)[1]
+        self._refinish(finish_days, stored, fresh, changed)
+
+        scopes: dict[str, Scope] = {}
+        rows: list[MetricRow] = []
+        for vs in plans:
+            scope = scopes[vs] = _scope(fresh[vs], changed[vs])
+            days = {day: r for day, r in fresh[vs].items() if ("day", day) in scope}
+            rows.extend(self._day_rows(vs, days, scope))
+            starts: dict[str, list[int]] = {kind: [] for kind in _LONGER_KINDS}
+            for kind, start in scope:
+                if kind != "day":
+                    starts[kind].append(start)
+            days_in = self._fresh_over_stored(fresh[vs], stored[vs])
+            for _, assembled in self._assemble(vs, starts, days_in, scope):
+                rows.extend(assembled)
+            self.stats.buckets += len(scope)
+        self._store_days(fresh, stored)
+        self._write_rows(scopes, rows)
+        self.stats.items_read += self.reader.rows_read
+
+    def _read_stored(self, plans: Mapping[str, _Plan]) -> dict[str, _StoredDays]:
+        """The stored days every recomputed bucket is assembled from: for each recomputed
+        day, those of its week, month and quarter (up to today). The same statement tells
+        which cover days have rows: those that have none become finish days (`plans` is
+        updated), and only if their weeks, months or quarters were not read yet does it take
+        a second statement."""
+        ranges = {vs: self._spans(plan.flow | plan.finish) for vs, plan in plans.items()}
+        covers = [(vs, min(p.cover), max(p.cover) + DAY) for vs, p in plans.items() if p.cover]
+        texts, present = ledger.read_days(
+            self.conn, [(vs, lo, hi) for vs, spans in ranges.items() for lo, hi in spans], covers
+        )
+        stored = {vs: _StoredDays(texts.get(vs, {}), ranges[vs]) for vs in plans}
+        missing: list[tuple[str, int, int]] = []
+        for vs, _, _ in covers:
+            bare = plans[vs].cover - present[vs]  # cover days that had no rows get them
+            plans[vs].finish |= bare
+            for lo, hi in self._spans(bare):
+                if not stored[vs].covers(lo, hi):
+                    missing.append((vs, lo, hi))
+        if missing:
+            more, _ = ledger.read_days(self.conn, missing)
+            for vs, lo, hi in missing:
+                stored[vs].texts.update(more.get(vs, {}))
+                stored[vs].ranges.append((lo, hi))
+        return stored
+
+    def _spans(self, days: Iterable[int]) -> list[tuple[int, int]]:
+        """The day ranges, merged, of the weeks and quarters (which hold the months) of
+        `days`, up to today."""
+        spans = []
+        for day in sorted(days):
+            week, quarter = _bucket("week", day), _bucket("quarter", day)
+            hi = max(week[1], quarter[1])
+            spans.append((min(week[0], quarter[0]), min(hi, self.today + DAY)))
+        merged: list[tuple[int, int]] = []
+        for lo, hi in spans:
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+            else:
+                merged.append((lo, hi))
+        return merged
+
+    def _start_run(
+        self, value_stream: str, days: list[int], previous: int, stored: _StoredDays
+    ) -> _Run:
+        """A sweep of `days` from the items in progress before the first: kept by the last
+        update when the run starts on the day of its as-of time (nothing changed before the
+        run, or it would start earlier), read from the facts otherwise."""
+        opening: Opening | None = None
+        text = stored.texts.get(days[0]) if days[0] == day_of(previous) else None
+        if text is not None:
+            opening = decode_opening(text)
+        if opening is not None:
+            sweep = LoadSweep.resume(opening)
+        else:
+            sweep = LoadSweep(self.reader.in_progress_before(value_stream, days[0]))
+        return _Run(value_stream, days, sweep, days[0] - 1)
+
+    def _fresh_over_stored(self, fresh: Mapping[int, DayResult], stored: _StoredDays) -> DaysIn:
+        def days_in(lo: int, hi: int) -> dict[int, tuple[Load, Finished]]:
+            if not stored.covers(lo, hi):  # pragma: no cover - _read_stored reads them all
+                raise RuntimeError(f"days [{lo}, {hi}) were not read for the update")
+            out: dict[int, tuple[Load, Finished]] = {}
+            for day in range(lo, hi, DAY):
+                found = fresh[day] if day in fresh else stored.get(day)
+                if found is not None:
+                    out[day] = found
+            return out
+
+        return days_in
 
     # -- days ----------------------------------------------------------------------------
 
     def _sweep(
         self,
-        reader: ledger.FactsReader,
-        days: Sequence[int],
-        in_progress: Iterable[tuple[int, int]],
-    ) -> Iterator[dict[int, DayResult]]:
-        """Recompute a run of consecutive days, starting from the items in progress just
-        before the first one; yields the days a month at a time."""
-        sweep = LoadSweep(in_progress)
-        consumed = days[0] - 1  # events up to this instant have been applied
-        for first in range(0, len(days), _WINDOW_DAYS):
-            window = days[first : first + _WINDOW_DAYS]
-            last_end = min(window[-1] + DAY, self.now)
-            events = reader.segment_events(consumed + 1, last_end)
-            finishes = reader.finishes(window[0], window[-1] + DAY)
-            e_at = f_at = 0
-            out: dict[int, DayResult] = {}
-            for day in window:
-                end = day + DAY
-                e_to = e_at
-                while e_to < len(events) and events[e_to].at <= min(end, self.now):
-                    e_to += 1
-                load, busy = sweep.day(day, min(end, self.now), events[e_at:e_to])
-                e_at = e_to
-                f_to = f_at
-                while f_to < len(finishes) and finishes[f_to].at < end:
-                    f_to += 1
-                day_finishes = finishes[f_at:f_to]
-                f_at = f_to
-                touched = busy or day_finishes or reader.covered(day, end)
-                out[day] = (load, Finished.of(day_finishes)) if touched else None
-            consumed = last_end
+        runs: Sequence[_Run],
+        finish_days: Mapping[str, Sequence[int]] | None = None,
+    ) -> Iterator[list[tuple[_Run, dict[int, DayResult]]]]:
+        """Recompute runs of consecutive days, a month of each run at a time: the next month
+        of every run is read in one statement for the segment events and one for the
+        finished items (the first one also reads the finished items of `finish_days`, per
+        value stream, into `self.finished_on`). Yields each month's days per run."""
+        first = 0
+        self.finished_on = {}
+        while True:
+            active = [run for run in runs if first < len(run.days)]
+            if not active:
+                return
+            windows = [run.days[first : first + _WINDOW_DAYS] for run in active]
+            ends = [min(window[-1] + DAY, self.now) for window in windows]
+            events = self.reader.segment_events(
+                [
+                    (run.value_stream, run.consumed + 1, end)
+                    for run, end in zip(active, ends, strict=True)
+                ]
+            )
+            finishes, finished_on = self.reader.finishes(
+                [
+                    (run.value_stream, window[0], window[-1] + DAY)
+                    for run, window in zip(active, windows, strict=True)
+                ],
+                finish_days if first == 0 else None,
+            )
+            if first == 0:
+                self.finished_on = finished_on
+            out = []
+            for run, window, end, run_events, run_finishes in zip(
+                active, windows, ends, events, finishes, strict=True
+            ):
+                out.append((run, self._sweep_window(run, window, run_events, run_finishes)))
+                run.consumed = end
             yield out
+            first += _WINDOW_DAYS
+
+    def _sweep_window(
+        self,
+        run: _Run,
+        window: Sequence[int],
+        events: Sequence[SegmentEvent],
+        finishes: Sequence[Finish],
+    ) -> dict[int, DayResult]:
+        e_at = f_at = 0
+        out: dict[int, DayResult] = {}
+        for day in window:
+            end = day + DAY
+            limit = min(end, self.now)
+            e_to = e_at
+            while e_to < len(events) and events[e_to].at <= limit:
+                e_to += 1
+            if day == self.today:
+                # the items in progress just before today, for the next update: the sweep
+                # has applied the previous day's events up to its end, today's start
+                undo = [e for e in run.last_events if e.at == day] if day != run.days[0] else []
+                self.openings[run.value_stream] = run.sweep.opening(undo)
+            day_events = events[e_at:e_to]
+            load, busy = run.sweep.day(day, limit, day_events)
+            run.last_events = day_events
+            e_at = e_to
+            f_to = f_at
+            while f_to < len(finishes) and finishes[f_to].at < end:
+                f_to += 1
+            day_finishes = finishes[f_at:f_to]
+            f_at = f_to
+            touched = busy or day_finishes or self.reader.covered(run.value_stream, day, end)
+            out[day] = (load, Finished.of(day_finishes)) if touched else None
+        return out
 
     def _refinish(
-        self, reader: ledger.FactsReader, days: Sequence[int]
-    ) -> tuple[dict[int, DayResult], dict[int, Changed]]:
-        """Days whose load is unchanged: re-read their finished items and whether anything
-        still touches them. Also returns which flow types' rows each day changes."""
-        if not days:
-            return {}, {}
-        stored = ledger.read_days_at(self.conn, reader.value_stream, days)
-        by_day: dict[int, list[Finish]] = {}
-        for f in reader.finishes_on(days):
-            by_day.setdefault(day_of(f.at), []).append(f)
-        out: dict[int, DayResult] = {}
-        changed: dict[int, Changed] = {}
-        for day in days:
-            day_finishes = by_day.get(day, [])
-            old = stored.get(day)
-            load = NO_LOAD if old is None else old[0]
-            touched = day_finishes or not load.empty or reader.covered(day, day + DAY)
-            finished = Finished.of(day_finishes)
-            out[day] = (load, finished) if touched else None
-            if old is None or not touched:
-                changed[day] = None
-            else:
-                slots = finished.changed_slots(old[1])
-                changed[day] = frozenset(SLOT_NAMES[s] for s in (*slots, ALL_SLOT) if slots)
-        return out, changed
+        self,
+        days: Mapping[str, Sequence[int]],
+        stored: Mapping[str, _StoredDays],
+        fresh: dict[str, dict[int, DayResult]],
+        changed: dict[str, dict[int, Changed]],
+    ) -> None:
+        """Days whose load is unchanged: their finished items (read with the sweep's, in
+        `self.finished_on`) and whether anything still touches them, noting which flow
+        types' rows each day changes."""
+        finishes = self.finished_on
+        for vs, vs_days in days.items():
+            by_day: dict[int, list[Finish]] = {}
+            for f in finishes[vs]:
+                by_day.setdefault(day_of(f.at), []).append(f)
+            for day in vs_days:
+                day_finishes = by_day.get(day, [])
+                old = stored[vs].get(day)
+                load = NO_LOAD if old is None else old[0]
+                touched = day_finishes or not load.empty or self.reader.covered(vs, day, day + DAY)
+                finished = Finished.of(day_finishes)
+                fresh[vs][day] = (load, finished) if touched else None
+                if old is None or not touched:
+                    changed[vs][day] = None
+                else:
+                    slots = finished.changed_slots(old[1])
+                    names = frozenset(SLOT_NAMES[s] for s in (*slots, ALL_SLOT) if slots)
+                    changed[vs][day] = names
 
     def _day_rows(
         self,
         value_stream: str,
         days: Mapping[int, DayResult],
-        scope: Mapping[tuple[str, int], Changed] | None = None,
+        scope: Scope | None = None,
     ) -> list[MetricRow]:
         return [
             row
@@ -358,43 +551,63 @@ class _Update:
             )
         ]
 
-    def _store_days(self, value_stream: str, days: dict[int, DayResult], *, replace: bool) -> None:
-        """Store the touched days among `days` with their rows (replacing: in place of what
-        was stored for all of `days`)."""
-        if replace:
-            ledger.delete_days(self.conn, value_stream, list(days))
-        touched = [(day, r[0], r[1]) for day, r in days.items() if r is not None]
-        ledger.write_days(self.warehouse, self.conn, value_stream, touched)
-        if not replace:
-            self._write_rows(value_stream, None, self._day_rows(value_stream, days))
-            self.stats.buckets += len(days)
+    def _store_days(
+        self,
+        days: Mapping[str, Mapping[int, DayResult]],
+        stored: Mapping[str, _StoredDays] | None = None,
+    ) -> None:
+        """Store the touched days among `days` (per value stream); today's carries the items
+        in progress at its start. With `stored` (what the days' records were), a record is
+        rewritten only when it changed and days no item touches any more lose theirs;
+        without, none of the days has a record yet (a full recompute)."""
+        records = [
+            (
+                vs,
+                day,
+                encode_day(
+                    result[0], result[1], self.openings.get(vs) if day == self.today else None
+                ),
+            )
+            for vs, results in days.items()
+            for day, result in results.items()
+            if result is not None
+        ]
+        if stored is None:
+            ledger.write_days(self.warehouse, self.conn, records)
+            return
+        gone = [
+            (vs, day)
+            for vs, results in days.items()
+            for day, result in results.items()
+            if result is None and day in stored[vs].texts
+        ]
+        ledger.delete_days(self.warehouse, self.conn, gone)
+        ledger.replace_days(self.warehouse, self.conn, records)
 
     # -- weeks, months, quarters ---------------------------------------------------------
 
     def _assemble(
         self,
-        reader: ledger.FactsReader,
+        value_stream: str,
         starts: Mapping[str, Sequence[int]],
-        fresh: Mapping[int, DayResult],
-        scope: Mapping[tuple[str, int], Changed] | None = None,
+        days_in: DaysIn,
+        scope: Scope | None = None,
     ) -> Iterator[tuple[list[tuple[str, int]], list[MetricRow]]]:
-        """The rows of the buckets of each longer kind, from their days (`fresh` ones, just
-        recomputed, over the stored ones), a quarter at a time: the days of a quarter are
-        read once for it and its months and weeks. Yields (buckets, their rows)."""
-        vs = reader.value_stream
+        """The rows of the buckets of each longer kind, from their touched days
+        (`days_in`), a quarter at a time: the days of a quarter are taken once for it and
+        its months and weeks. Yields (buckets, their rows)."""
+        vs = value_stream
         by_quarter: dict[int, list[tuple[str, int, int]]] = {}
         for kind, kind_starts in starts.items():
             for start in kind_starts:
-                end = to_us(period_end(kind, from_us(start)))
-                quarter = to_us(period_start("quarter", from_us(start)))
+                end = _bucket(kind, start)[1]
+                quarter = _bucket("quarter", start)[0]
                 by_quarter.setdefault(quarter, []).append((kind, start, end))
-        last_day = day_of(self.now)
         for quarter in sorted(by_quarter):
             buckets = by_quarter[quarter]
             lo = min(start for _, start, _ in buckets)
-            hi = min(max(end for _, _, end in buckets), last_day + DAY)
-            stored: dict[int, DayResult] = dict(ledger.read_days(self.conn, vs, lo, hi))
-            stored.update((day, r) for day, r in fresh.items() if lo <= day < hi)
+            hi = min(max(end for _, _, end in buckets), self.today + DAY)
+            stored = days_in(lo, hi)
             rows: list[MetricRow] = []
             for kind, start, end in buckets:
                 days = [r for d in range(start, min(end, hi), DAY) if (r := stored.get(d))]
@@ -411,62 +624,45 @@ class _Update:
 
     # -- rows ----------------------------------------------------------------------------
 
-    def _write_rows(
-        self,
-        value_stream: str,
-        scope: Mapping[tuple[str, int], Changed] | None,
-        rows: Sequence[MetricRow],
-    ) -> None:
-        """Store `rows`: the new rows, among those `scope` names per bucket (None: buckets
-        that have no rows yet). Stored rows that are unchanged stay as they are; the other
-        stored rows in scope are replaced or dropped."""
-        if scope is not None:
-            rows = [r for r in rows if _in_scope(scope, r)]
-        records = {
-            (r.period, r.period_start, r.flow_type): _row_record(r, self.as_of) for r in rows
-        }
-        if scope:
-            stale: list[dict[str, object]] = []
-            wanted = {(kind, from_us(start)): names for (kind, start), names in scope.items()}
-            kinds = sorted({kind for kind, _ in wanted})
-            # one read for all kinds: the starts of every kind, filtered here
-            for chunk in _chunked(sorted({start for _, start in wanted})):
-                for period, start, flow_type, data in self.conn.execute(
-                    sa.select(
-                        METRICS.c.period,
-                        METRICS.c.period_start,
-                        METRICS.c.flow_type,
-                        METRICS.c.data,
-                    ).where(
-                        METRICS.c.value_stream == value_stream,
-                        METRICS.c.period.in_(kinds),
-                        METRICS.c.period_start.in_(chunk),
-                    )
-                ).all():
-                    if (period, start) not in wanted:
-                        continue
-                    names = wanted[(period, start)]
-                    if names is not None and flow_type not in names:
-                        continue  # a flow type this change cannot have touched
-                    key = (period, start, flow_type)
-                    record = records.get(key)
-                    if record is not None and record[-1] == data:
-                        del records[key]  # unchanged
-                    else:
-                        stale.append({"p": period, "s": start, "f": flow_type})
-            if stale:
-                self.conn.execute(
-                    METRICS.delete().where(
-                        METRICS.c.value_stream == value_stream,
-                        METRICS.c.period == sa.bindparam("p"),
-                        METRICS.c.period_start == sa.bindparam("s"),
-                        METRICS.c.flow_type == sa.bindparam("f"),
-                    ),
-                    stale,
-                )
-        if records:
-            self.warehouse.insert_many(self.conn, METRICS, _METRIC_COLUMNS, list(records.values()))
+    def _write_rows(self, scopes: Mapping[str, Scope] | None, rows: Sequence[MetricRow]) -> None:
+        """Store `rows`. With `scopes` (per value stream, the buckets recomputed and the flow
+        types each may have changed), only the rows they name: a stored row is rewritten only
+        when its content changed, and a bucket no item touches any more loses its rows. One
+        statement for every value stream (two when buckets went away). Without, the rows are
+        new: a full recompute."""
+        if scopes is None:
+            records = [_row_record(r, self.as_of) for r in rows]
+            self.warehouse.insert_many(self.conn, METRICS, _METRIC_COLUMNS, records)
             self.stats.rows += len(records)
+            return
+        rows = [r for r in rows if _in_scope(scopes[r.value_stream], r)]
+        present = {(r.value_stream, r.period, to_us(r.period_start)) for r in rows}
+        gone = [
+            (vs, kind, from_us(start))
+            for vs, scope in scopes.items()
+            for (kind, start), names in scope.items()
+            if names is None and (vs, kind, start) not in present
+        ]
+        self.warehouse.delete_many(self.conn, METRICS, _METRIC_COLUMNS[:3], gone)
+        self.stats.rows += self.warehouse.upsert_changed(
+            self.conn,
+            METRICS,
+            _METRIC_COLUMNS,
+            [_row_record(r, self.as_of) for r in rows],
+            _METRIC_COLUMNS[:4],
+            "data",
+        )
+
+
+def _scope(days: Mapping[int, DayResult], changed: Mapping[int, Changed]) -> Scope:
+    """The buckets recomputed days belong to, with the flow types whose rows may have
+    changed; buckets where nothing can have changed are left out."""
+    scope: Scope = {("day", day): changed[day] for day in days}
+    for kind in _LONGER_KINDS:
+        for day in days:
+            key = (kind, _bucket(kind, day)[0])
+            scope[key] = _union(scope.get(key, frozenset()), changed[day])
+    return {key: names for key, names in scope.items() if names is None or names}
 
 
 def _union(a: Changed, b: Changed) -> Changed:
@@ -476,11 +672,6 @@ def _union(a: Changed, b: Changed) -> Changed:
 def _in_scope(scope: Mapping[tuple[str, int], Changed], row: MetricRow) -> bool:
     names = scope.get((row.period, to_us(row.period_start)), frozenset())
     return names is None or row.flow_type in names
-
-
-def _chunked(values: Sequence[_T]) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(values), _CHUNK):
-        yield values[start : start + _CHUNK]
 
 
 def _row_record(row: MetricRow, as_of: datetime) -> tuple[object, ...]:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from syncd.domain import FlowItem, Stage
 from syncd.metrics.facts import (
     AS_OF_KEY,
+    DAY,
     Dirt,
     ItemFacts,
     Version,
@@ -32,11 +33,7 @@ from syncd.metrics.figures import ItemTimeline
 from syncd.metrics.sweep import (
     TYPE_SLOT,
     Finish,
-    Finished,
-    Load,
     SegmentEvent,
-    decode_day,
-    encode_day,
 )
 from syncd.warehouse.models import (
     ItemRow,
@@ -188,7 +185,7 @@ def record_items(
     flow type are unchanged keep their facts and dirty nothing.
     """
     as_of = stored_as_of(conn)
-    changed: list[str] = []
+    changed: list[str] = []  # those that existed: their old facts go
     facts: list[tuple[Any, ...]] = []
     segments: list[tuple[Any, ...]] = []
     runs: list[tuple[Any, ...]] = []
@@ -200,7 +197,8 @@ def record_items(
             new = Version.of(item.value_stream, item.flow_type, item.transitions)
             if old == new:
                 continue
-        changed.append(item.id)
+        if old is not None:
+            changed.append(item.id)
         f = item_facts(item.transitions, timeline=timeline)
         fact, item_segments, item_runs = _fact_rows(
             source, item.id, item.value_stream, item.flow_type, f
@@ -210,8 +208,8 @@ def record_items(
         runs.extend(item_runs)
         if as_of is not None and new is not None:
             dirt.extend(item_changes(old, new, as_of))
-    if changed:
-        _replace_facts(warehouse, conn, source, changed, (facts, segments, runs))
+    # only live items have facts (tombstoning drops them), so a new or revived item has none
+    _replace_facts(warehouse, conn, source, changed, (facts, segments, runs))
     _insert_dirt(conn, dirt)
 
 
@@ -308,16 +306,24 @@ def ensure_facts(warehouse: Warehouse, conn: Connection) -> int:
 
 
 # -- read by the update ----------------------------------------------------------------
+#
+# The update reads for every value stream at once: one statement per kind of read, whose
+# parts (one per value stream, run of days or range) are tagged so the rows go back to
+# the part that asked for them. On PostgreSQL each statement is a round trip.
+
+Range = tuple[str, int, int]
+"""A value stream and two instants (or day starts) bounding what a read covers."""
 
 
 def take_dirt(conn: Connection) -> list[Dirt]:
-    """Read and clear the recorded dirt (inside the update's transaction)."""
+    """Read and clear the recorded dirt (inside the update's transaction), in one statement:
+    dirt a concurrent page commit adds meanwhile stays for the next update."""
     rows = conn.execute(
-        sa.select(DIRT.c.id, DIRT.c.value_stream, DIRT.c.scope, DIRT.c.span_start, DIRT.c.span_end)
+        DIRT.delete().returning(
+            DIRT.c.value_stream, DIRT.c.scope, DIRT.c.span_start, DIRT.c.span_end
+        )
     ).all()
-    for chunk in chunks([r.id for r in rows]):
-        conn.execute(DIRT.delete().where(DIRT.c.id.in_(chunk)))
-    return [Dirt(r.value_stream, r.scope, r.span_start, r.span_end) for r in rows]
+    return [Dirt(vs, scope, start, end) for vs, scope, start, end in rows]
 
 
 def clear_dirt(conn: Connection) -> None:
@@ -336,17 +342,19 @@ def run_marks(conn: Connection, after: int, until: int) -> list[tuple[str, int, 
 
 
 def value_streams(conn: Connection) -> list[str]:
-    """Every value stream with items, by skipping along the facts' index (cheap however
-    many items each stream has)."""
-    out: list[str] = []
-    while True:
-        query = sa.select(sa.func.min(FACTS.c.value_stream))
-        if out:
-            query = query.where(FACTS.c.value_stream > out[-1])
-        found = conn.execute(query).scalar()
-        if found is None:
-            return out
-        out.append(str(found))
+    """Every value stream with items, in order, in one statement that skips along the facts'
+    index (a recursive query: one index seek per value stream, however many items each has)."""
+    streams = sa.select(sa.func.min(FACTS.c.value_stream).label("name")).cte(
+        "streams", recursive=True
+    )
+    following = (
+        sa.select(sa.func.min(FACTS.c.value_stream))
+        .where(FACTS.c.value_stream > streams.c.name)
+        .scalar_subquery()
+    )
+    streams = streams.union_all(sa.select(following).where(streams.c.name.is_not(None)))
+    found = conn.execute(sa.select(streams.c.name).where(streams.c.name.is_not(None))).scalars()
+    return [str(name) for name in found]
 
 
 @dataclass(slots=True)
@@ -379,43 +387,69 @@ def _finish_at(f: Finish) -> int:
     return f.at
 
 
+def _union_all(
+    conn: Connection,
+    template: str | Sequence[str],
+    parts: Sequence[Mapping[str, Any]],
+    shared: Mapping[str, Any] | None = None,
+) -> Sequence[Any]:
+    """Run one UNION ALL of `template` (or of each part's own) per parameter set in `parts`:
+    a SELECT whose ``{i}`` becomes the part's index (parameters ``:name{i}``, a list for
+    ``IN :name{i}``; the index itself as a tag column). Text SQL on purpose: the SQL
+    compiler's cost grows with the parts, and a process pays it once for every number of
+    parts it meets, which costs an update more than its reads."""
+    templates = [template] * len(parts) if isinstance(template, str) else list(template)
+    sql = " UNION ALL ".join(t.format(i=i) for i, t in enumerate(templates))
+    params = {f"{name}{i}": value for i, part in enumerate(parts) for name, value in part.items()}
+    params.update(shared or {})
+    query = sa.text(sql)
+    lists = [name for name, value in params.items() if isinstance(value, list)]
+    if lists:
+        query = query.bindparams(*(sa.bindparam(name, expanding=True) for name in lists))
+    return conn.execute(query, params).all()
+
+
 @dataclass(slots=True)
 class FactsReader:
-    """The facts of one value stream as of the update's as-of time. Items with transitions
-    after it are left out of every query and taken from `pending` instead."""
+    """The facts of every value stream as of the update's as-of time. Items with transitions
+    after it (`pending`, per value stream) are left out of every query and taken from there
+    instead."""
 
     conn: Connection
-    value_stream: str
     as_of: int
-    pending: list[Pending]
-    exclude_pending: bool
+    pending: Mapping[str, list[Pending]]
     rows_read: int = 0
 
-    def _current(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
-        where = [table.c.value_stream == self.value_stream]
-        if self.exclude_pending:
+    def _current(self, table: sa.Table, value_stream: str) -> list[sa.ColumnElement[bool]]:
+        where = [table.c.value_stream == value_stream]
+        if self.pending:
             where.append(sa.or_(table.c.last_at.is_(None), table.c.last_at <= self.as_of))
         return where
 
-    def first_day(self) -> int | None:
-        """The first day any item touches: that of the earliest work start (less a
-        microsecond) or work end."""
+    def _current_sql(self) -> str:
+        """`_current` in the text of `_union_all`'s templates (value stream `:vs{i}`)."""
+        pending = " AND (last_at IS NULL OR last_at <= :as_of)" if self.pending else ""
+        return "value_stream = :vs{i}" + pending
+
+    def first_day(self, value_stream: str) -> int | None:
+        """The first day any item of a value stream touches: that of the earliest work start
+        (less a microsecond) or work end."""
         row = self.conn.execute(
             sa.select(sa.func.min(FACTS.c.work_start), sa.func.min(FACTS.c.end_day)).where(
-                *self._current(FACTS)
+                *self._current(FACTS, value_stream)
             )
         ).one()
         marks = [None if row[0] is None else row[0] - 1, row[1]]
-        for p in self.pending:
+        for p in self.pending.get(value_stream, ()):
             if p.facts.work_start is not None:
                 marks.append(p.facts.work_start - 1)
             marks.append(p.facts.work_end)
         found = [m for m in marks if m is not None]
         return day_of(min(found)) if found else None
 
-    def in_progress_before(self, t: int) -> list[tuple[int, int]]:
-        """(slot, work start) of the items in progress just before `t`."""
-        where = self._current(SEGMENTS)
+    def in_progress_before(self, value_stream: str, t: int) -> list[tuple[int, int]]:
+        """(slot, work start) of a value stream's items in progress just before `t`."""
+        where = self._current(SEGMENTS, value_stream)
         columns = (SEGMENTS.c.flow_type, SEGMENTS.c.work_start)
         open_now = sa.select(*columns).where(
             *where, SEGMENTS.c.seg_end.is_(None), SEGMENTS.c.seg_start < t
@@ -431,81 +465,96 @@ class FactsReader:
             ).all()
         ]
         self.rows_read += len(out)
-        for p in self.pending:
+        for p in self.pending.get(value_stream, ()):
             ws = p.facts.work_start
             for start, end in p.facts.segments:
                 if start < t and (end is None or end >= t) and ws is not None:
                     out.append((p.slot, ws))
         return out
 
-    def segment_events(self, lo: int, hi: int) -> list[SegmentEvent]:
-        """Segment starts and ends within ``[lo, hi]``, sorted."""
-        where = self._current(SEGMENTS)
-        columns = (SEGMENTS.c.flow_type, SEGMENTS.c.work_start)
+    def segment_events(self, ranges: Sequence[Range]) -> list[list[SegmentEvent]]:
+        """For each (value stream, lo, hi): the segment starts and ends within ``[lo, hi]``,
+        sorted (at a tie, leaving before entering)."""
+        if not ranges:
+            return []
+        where = self._current_sql()
+        template = (
+            f"SELECT {{i}}, seg_start, 1, flow_type, work_start FROM {SEGMENTS.name} "
+            f"WHERE {where} AND seg_start >= :lo{{i}} AND seg_start <= :hi{{i}} UNION ALL "
+            f"SELECT {{i}}, seg_end, -1, flow_type, work_start FROM {SEGMENTS.name} "
+            f"WHERE {where} AND seg_end >= :lo{{i}} AND seg_end <= :hi{{i}}"
+        )
+        rows = _union_all(
+            self.conn,
+            template,
+            [{"vs": vs, "lo": lo, "hi": hi} for vs, lo, hi in ranges],
+            {"as_of": self.as_of},
+        )
         slot = TYPE_SLOT
-        starts = sa.select(SEGMENTS.c.seg_start, sa.literal(1), *columns).where(
-            *where, SEGMENTS.c.seg_start >= lo, SEGMENTS.c.seg_start <= hi
-        )
-        ends = sa.select(SEGMENTS.c.seg_end, sa.literal(-1), *columns).where(
-            *where, SEGMENTS.c.seg_end >= lo, SEGMENTS.c.seg_end <= hi
-        )
-        events = [
-            SegmentEvent(at, delta, slot[ft], ws)
-            for at, delta, ft, ws in self.conn.execute(sa.union_all(starts, ends)).all()
+        out: list[list[SegmentEvent]] = [[] for _ in ranges]
+        self.rows_read += len(rows)
+        for index, at, delta, ft, ws in rows:
+            out[index].append(SegmentEvent(at, delta, slot[ft], ws))
+        for (vs, lo, hi), events in zip(ranges, out, strict=True):
+            for p in self.pending.get(vs, ()):
+                work_start = p.facts.work_start
+                if work_start is None:
+                    continue
+                for start, end in p.facts.segments:
+                    if lo <= start <= hi:
+                        events.append(SegmentEvent(start, 1, p.slot, work_start))
+                    if end is not None and lo <= end <= hi:
+                        events.append(SegmentEvent(end, -1, p.slot, work_start))
+            events.sort()  # by instant; at a tie, leaving before entering
+        return out
+
+    _FINISH_SQL = "work_end, outcome, flow_type, flow_time_s, active_s"
+
+    def finishes(
+        self, ranges: Sequence[Range], days: Mapping[str, Sequence[int]] | None = None
+    ) -> tuple[list[list[Finish]], dict[str, list[Finish]]]:
+        """The items whose work ended (done or canceled), sorted by work end: for each
+        (value stream, lo, hi) of day starts, on the days ``[lo, hi)``; and per value stream,
+        on any of its `days` (day starts). One statement for both."""
+        wanted = days or {}
+        on_days = [
+            (vs, chunk) for vs, vs_days in wanted.items() for chunk in chunks(sorted(vs_days))
         ]
-        self.rows_read += len(events)
-        for p in self.pending:
-            ws = p.facts.work_start
-            if ws is None:
-                continue
-            for start, end in p.facts.segments:
-                if lo <= start <= hi:
-                    events.append(SegmentEvent(start, 1, p.slot, ws))
-                if end is not None and lo <= end <= hi:
-                    events.append(SegmentEvent(end, -1, p.slot, ws))
-        events.sort()  # by instant; at a tie, leaving before entering
-        return events
+        select = f"SELECT {{i}}, {self._FINISH_SQL} FROM {FACTS.name} WHERE {self._current_sql()}"
+        templates = [f"{select} AND end_day >= :lo{{i}} AND end_day < :hi{{i}}"] * len(ranges)
+        templates += [f"{select} AND end_day IN :days{{i}}"] * len(on_days)
+        parts: list[dict[str, Any]] = [{"vs": vs, "lo": lo, "hi": hi} for vs, lo, hi in ranges]
+        parts += [{"vs": vs, "days": list(chunk)} for vs, chunk in on_days]
+        in_ranges: list[list[Any]] = [[] for _ in ranges]
+        per_stream: dict[str, list[Any]] = {vs: [] for vs in wanted}
+        if parts:
+            for row in _union_all(self.conn, templates, parts, {"as_of": self.as_of}):
+                index = row[0]
+                if index < len(ranges):
+                    in_ranges[index].append(row[1:])
+                else:
+                    per_stream[on_days[index - len(ranges)][0]].append(row[1:])
+        return (
+            [
+                self._finishes(vs, rows, range(lo, hi, DAY).__contains__)
+                for (vs, lo, hi), rows in zip(ranges, in_ranges, strict=True)
+            ],
+            {
+                vs: self._finishes(vs, rows, set(wanted[vs]).__contains__)
+                for vs, rows in per_stream.items()
+            },
+        )
 
-    _FINISH_COLUMNS = (
-        FACTS.c.work_end,
-        FACTS.c.outcome,
-        FACTS.c.flow_type,
-        FACTS.c.flow_time_s,
-        FACTS.c.active_s,
-    )
-
-    def finishes(self, lo: int, hi: int) -> list[Finish]:
-        """Items whose work ended on the days ``[lo, hi)`` (done or canceled), sorted by
-        work end. `lo` and `hi` are day starts."""
-        rows = self.conn.execute(
-            sa.select(*self._FINISH_COLUMNS).where(
-                *self._current(FACTS), FACTS.c.end_day >= lo, FACTS.c.end_day < hi
-            )
-        ).all()
-        return self._finishes(rows, lambda day: lo <= day < hi)
-
-    def finishes_on(self, days: Sequence[int]) -> list[Finish]:
-        """Items whose work ended on any of `days` (day starts), sorted by work end."""
-        rows: list[Any] = []
-        for chunk in chunks(list(days)):
-            rows.extend(
-                self.conn.execute(
-                    sa.select(*self._FINISH_COLUMNS).where(
-                        *self._current(FACTS), FACTS.c.end_day.in_(chunk)
-                    )
-                ).all()
-            )
-        wanted = set(days)
-        return self._finishes(rows, wanted.__contains__)
-
-    def _finishes(self, rows: Sequence[Any], on_day: Callable[[int], bool]) -> list[Finish]:
+    def _finishes(
+        self, value_stream: str, rows: Sequence[Any], on_day: Callable[[int], bool]
+    ) -> list[Finish]:
         slot, done = TYPE_SLOT, Stage.DONE.value
         out = [
             Finish(at, outcome == done, slot[ft], flow, active)
             for at, outcome, ft, flow, active in rows
         ]
         self.rows_read += len(out)
-        for p in self.pending:
+        for p in self.pending.get(value_stream, ()):
             f = p.facts
             if f.work_end is not None and f.outcome is not None and on_day(day_of(f.work_end)):
                 finished = f.outcome is Stage.DONE
@@ -513,13 +562,13 @@ class FactsReader:
         out.sort(key=_finish_at)
         return out
 
-    def covered(self, start: int, end: int) -> bool:
+    def covered(self, value_stream: str, start: int, end: int) -> bool:
         """Whether any item's flow, from its work start to its work end (or the as-of time),
         meets the instants ``[start, end]``: such an item touches the bucket."""
         hit = self.conn.execute(
             sa.select(FACTS.c.work_start)
             .where(
-                *self._current(FACTS),
+                *self._current(FACTS, value_stream),
                 FACTS.c.work_start.is_not(None),
                 FACTS.c.work_start <= end,
                 sa.or_(FACTS.c.work_end.is_(None), FACTS.c.work_end >= start),
@@ -529,7 +578,7 @@ class FactsReader:
         ).first()
         if hit is not None:
             return True
-        for p in self.pending:
+        for p in self.pending.get(value_stream, ()):
             f = p.facts
             reaches = f.work_end is None or f.work_end >= start
             if f.work_start is not None and f.work_start <= end and reaches:
@@ -540,56 +589,54 @@ class FactsReader:
 # -- days ------------------------------------------------------------------------------
 
 
+_DAYS_IN = (
+    f"SELECT {{i}}, day, data FROM {DAYS.name} "
+    "WHERE value_stream = :vs{i} AND day >= :lo{i} AND day < :hi{i}"
+)
+_DAYS_PRESENT = (
+    f"SELECT {{i}}, day, NULL FROM {DAYS.name} "
+    "WHERE value_stream = :vs{i} AND day >= :lo{i} AND day < :hi{i}"
+)
+
+
 def read_days(
-    conn: Connection, value_stream: str, lo: int, hi: int
-) -> dict[int, tuple[Load, Finished]]:
-    """The stored days starting in ``[lo, hi)``: load and done items of each."""
-    rows = conn.execute(
-        sa.select(DAYS.c.day, DAYS.c.data).where(
-            DAYS.c.value_stream == value_stream, DAYS.c.day >= lo, DAYS.c.day < hi
-        )
-    ).all()
-    return {day: decode_day(data) for day, data in rows}
+    conn: Connection, ranges: Sequence[Range], present: Sequence[Range] = ()
+) -> tuple[dict[str, dict[int, str]], dict[str, set[int]]]:
+    """The stored day records (undecoded: see `syncd.metrics.sweep.decode_day`) starting in
+    each ``[lo, hi)`` of a value stream in `ranges`, and which days are stored (touched) in
+    those of `present`: one statement."""
+    texts: dict[str, dict[int, str]] = {vs: {} for vs, _, _ in (*ranges, *present)}
+    stored: dict[str, set[int]] = {vs: set() for vs, _, _ in (*ranges, *present)}
+    asked = [*ranges, *present]
+    if asked:
+        templates = [_DAYS_IN] * len(ranges) + [_DAYS_PRESENT] * len(present)
+        parts = [{"vs": vs, "lo": lo, "hi": hi} for vs, lo, hi in asked]
+        for index, day, data in _union_all(conn, templates, parts):
+            vs = asked[index][0]
+            if index < len(ranges):
+                texts[vs][day] = data
+            else:
+                stored[vs].add(day)
+    return texts, stored
 
 
-def read_days_at(
-    conn: Connection, value_stream: str, days: Sequence[int]
-) -> dict[int, tuple[Load, Finished]]:
-    """The stored days among `days`."""
-    out: dict[int, tuple[Load, Finished]] = {}
-    for chunk in chunks(list(days)):
-        rows = conn.execute(
-            sa.select(DAYS.c.day, DAYS.c.data).where(
-                DAYS.c.value_stream == value_stream, DAYS.c.day.in_(chunk)
-            )
-        ).all()
-        out.update((day, decode_day(data)) for day, data in rows)
-    return out
+def delete_days(warehouse: Warehouse, conn: Connection, days: Sequence[tuple[str, int]]) -> None:
+    """Drop the stored records of these (value stream, day)s."""
+    warehouse.delete_many(conn, DAYS, ("value_stream", "day"), days)
 
 
-def touched_days(conn: Connection, value_stream: str, lo: int, hi: int) -> set[int]:
-    """The days starting in ``[lo, hi)`` that are stored (the touched days)."""
-    return set(
-        conn.execute(
-            sa.select(DAYS.c.day).where(
-                DAYS.c.value_stream == value_stream, DAYS.c.day >= lo, DAYS.c.day < hi
-            )
-        ).scalars()
-    )
-
-
-def delete_days(conn: Connection, value_stream: str, days: Sequence[int]) -> None:
-    for chunk in chunks(list(days)):
-        conn.execute(
-            DAYS.delete().where(DAYS.c.value_stream == value_stream, DAYS.c.day.in_(chunk))
-        )
+_DAY_COLUMNS = ("value_stream", "day", "data")
 
 
 def write_days(
-    warehouse: Warehouse,
-    conn: Connection,
-    value_stream: str,
-    days: Sequence[tuple[int, Load, Finished]],
+    warehouse: Warehouse, conn: Connection, days: Sequence[tuple[str, int, str]]
 ) -> None:
-    rows = [(value_stream, day, encode_day(load, finished)) for day, load, finished in days]
-    warehouse.insert_many(conn, DAYS, ("value_stream", "day", "data"), rows)
+    """Store day records: (value stream, day, encoded record); none of them may be stored."""
+    warehouse.insert_many(conn, DAYS, _DAY_COLUMNS, days)
+
+
+def replace_days(
+    warehouse: Warehouse, conn: Connection, days: Sequence[tuple[str, int, str]]
+) -> None:
+    """Store day records in place of the stored ones, leaving those that did not change."""
+    warehouse.upsert_changed(conn, DAYS, _DAY_COLUMNS, days, _DAY_COLUMNS[:2], "data")

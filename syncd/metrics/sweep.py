@@ -17,11 +17,17 @@ FLOW_TYPES order, then ALL_SLOT for all types together.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import sys
+import zlib
+from array import array
 from bisect import bisect_left, insort
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, chain
+from operator import truediv
 from typing import NamedTuple
 
 from syncd.domain import ALL, FLOW_TYPES
@@ -35,6 +41,8 @@ SLOT_NAMES: tuple[str, ...] = (*FLOW_TYPES, ALL)
 TYPE_SLOT: dict[str, int] = {name: i for i, name in enumerate(FLOW_TYPES)}
 
 AgeTriple = tuple[float | None, float | None, float | None]
+Opening = list[list[int]]
+"""The work starts of the items in progress at an instant, ascending, per flow type."""
 _NO_AGES: AgeTriple = (None, None, None)
 
 
@@ -90,12 +98,35 @@ class LoadSweep:
 
     def __init__(self, in_progress: Iterable[tuple[int, int]]) -> None:
         """`in_progress`: (slot, work start) of the items in progress before the first day."""
-        self._starts: list[list[int]] = [[] for _ in range(SLOTS)]
+        per_type: list[list[int]] = [[] for _ in range(N_TYPES)]
         for slot, work_start in in_progress:
-            self._starts[slot].append(work_start)
-            self._starts[ALL_SLOT].append(work_start)
-        for starts in self._starts:
+            per_type[slot].append(work_start)
+        self._starts = self._lists(per_type)
+
+    @staticmethod
+    def _lists(per_type: list[list[int]]) -> list[list[int]]:
+        for starts in per_type:
             starts.sort()
+        return [*per_type, sorted(chain.from_iterable(per_type))]
+
+    @classmethod
+    def resume(cls, opening: Opening) -> LoadSweep:
+        """A sweep starting from an :meth:`opening` taken before."""
+        sweep = cls(())
+        sweep._starts = cls._lists([list(starts) for starts in opening])
+        return sweep
+
+    def opening(self, undo: Iterable[SegmentEvent] = ()) -> Opening:
+        """The work starts in progress now per flow type (ascending), which a later sweep
+        can resume from; `undo` takes back events already applied."""
+        lists = [list(starts) for starts in self._starts[:N_TYPES]]
+        for _, delta, slot, work_start in undo:
+            starts = lists[slot]
+            if delta > 0:
+                del starts[bisect_left(starts, work_start)]
+            else:
+                insort(starts, work_start)
+        return lists
 
     def day(self, start: int, end: int, events: Sequence[SegmentEvent]) -> tuple[Load, bool]:
         """Apply `events` (sorted, all within ``(previous end, end]``) and return the load of
@@ -175,43 +206,118 @@ class Finished:
             self.active[slot].extend(other.active[slot])
 
 
-def encode_day(load: Load, finished: Finished) -> str:
-    """A touched day as stored in `metric_days`: its load and its done items. JSON keeps
-    the integers exact and round-trips the floats."""
-    return json.dumps(
-        [
-            load.load_us,
-            load.load_end,
-            load.ages,
-            finished.velocity,
-            finished.flow,
-            finished.active,
-        ],
-        separators=(",", ":"),
-    )
+def _pack(opening: Opening) -> str:
+    """An opening as text: how many work starts each flow type has, then each type's
+    ascending starts as differences, all little-endian int64, deflated, in base64. A few
+    thousand work starts take a few kilobytes, cheap to write and to read (PostgreSQL gives
+    up compressing the text at once)."""
+    values = array("q", [len(starts) for starts in opening])
+    for starts in opening:
+        values.extend([b - a for a, b in zip((0, *starts), starts, strict=False)])
+    if sys.byteorder == "big":  # pragma: no cover - every supported platform is little-endian
+        values.byteswap()
+    return base64.b64encode(zlib.compress(values.tobytes(), 1)).decode("ascii")
+
+
+def _unpack(text: str) -> Opening:
+    """Inverse of :func:`_pack`."""
+    values = array("q")
+    values.frombytes(zlib.decompress(base64.b64decode(text)))
+    if sys.byteorder == "big":  # pragma: no cover
+        values.byteswap()
+    opening: Opening = []
+    at = N_TYPES
+    for count in values[:N_TYPES]:
+        opening.append(list(accumulate(values[at : at + count])))
+        at += count
+    return opening
+
+
+def _pack_floats(values: list[float]) -> str:
+    """Floats as text: little-endian doubles in base64 (exact, and much cheaper to write and
+    read than their decimal forms)."""
+    packed = array("d", values)
+    if sys.byteorder == "big":  # pragma: no cover - every supported platform is little-endian
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _unpack_floats(text: str) -> list[float]:
+    """Inverse of :func:`_pack_floats`."""
+    packed = array("d")
+    packed.frombytes(base64.b64decode(text))
+    if sys.byteorder == "big":  # pragma: no cover
+        packed.byteswap()
+    return packed.tolist()
+
+
+def encode_day(load: Load, finished: Finished, opening: Opening | None = None) -> str:
+    """A touched day as stored in `metric_days`: its load and its done items, and, when
+    given, the items in progress at its start (`opening`: the update keeps it on the day of
+    its as-of time, where the next update's sweep resumes; packed, see `_pack`). JSON keeps
+    the integers exact; the done items' flow and active seconds go as how many each flow type
+    has and one packed list of all of them (`_pack_floats`)."""
+    values = [v for per_type in finished.flow for v in per_type]
+    values.extend(v for per_type in finished.active for v in per_type)
+    record: list[object] = [
+        load.load_us,
+        load.load_end,
+        load.ages,
+        finished.velocity,
+        [len(per_type) for per_type in finished.flow],
+        _pack_floats(values),
+    ]
+    if opening is not None:
+        record.append(_pack(opening))
+    return json.dumps(record, separators=(",", ":"))
 
 
 def decode_day(text: str) -> tuple[Load, Finished]:
-    """Inverse of :func:`encode_day`."""
-    load_us, load_end, ages, velocity, flow, active = json.loads(text)
-    load = Load(tuple(load_us), tuple(load_end), tuple((a[0], a[1], a[2]) for a in ages))
+    """Inverse of :func:`encode_day` (without the opening). Records written before the done
+    items were packed (their flow and active seconds as lists) read as well."""
+    load_us, load_end, ages, velocity, counts, packed = json.loads(text)[:6]
+    load = Load(tuple(load_us), tuple(load_end), tuple(map(tuple, ages)))
+    if not isinstance(packed, str):  # the earlier form: per flow type, flow then active
+        return load, Finished(velocity, counts, packed)
+    values = _unpack_floats(packed)
+    half = len(values) // 2
+    flow: list[list[float]] = []
+    active: list[list[float]] = []
+    at = 0
+    for count in counts:
+        flow.append(values[at : at + count])
+        active.append(values[half + at : half + at + count])
+        at += count
     return load, Finished(velocity, flow, active)
 
 
-def _flow_time_stats(ordered: list[float]) -> FlowTimeStats:
-    """:meth:`FlowTimeStats.of` for values already sorted (one sort instead of three)."""
+def decode_opening(text: str) -> Opening | None:
+    """The opening an encoded day carries, if any."""
+    record = json.loads(text)
+    return _unpack(record[6]) if len(record) > 6 else None
+
+
+def _flow_time_stats(ordered: list[float], total: float) -> FlowTimeStats:
+    """:meth:`FlowTimeStats.of` for values already sorted, whose exact sum is `total`."""
     n = len(ordered)
     if n == 0:
         return FlowTimeStats.of(ordered)
     at = ordered.__getitem__
     return FlowTimeStats(
         count=n,
-        mean_s=math.fsum(ordered) / n,
+        mean_s=total / n,
         p50_s=percentile_sorted(at, n, 50),
         p85_s=percentile_sorted(at, n, 85),
         p95_s=percentile_sorted(at, n, 95),
         max_s=ordered[-1],
     )
+
+
+def _efficiencies(flow: Sequence[float], active: Sequence[float]) -> list[float]:
+    """Per-item efficiencies; an item with zero flow time has none."""
+    if 0.0 in flow:
+        return [a / f for f, a in zip(flow, active, strict=True) if f > 0]
+    return list(map(truediv, active, flow))
 
 
 def bucket_rows(
@@ -227,28 +333,33 @@ def bucket_rows(
     from its done items and its load, as :func:`syncd.metrics.compute.compute_periods`
     defines them; with `only`, just the rows of those flow types (or "all")."""
     velocity = [*finished.velocity, sum(finished.velocity)]
-    flow_times = [*finished.flow, [v for values in finished.flow for v in values]]
-    active_times = [*finished.active, [v for values in finished.active for v in values]]
     length = end - start
     period_start = from_us(start)
+    # each flow type's flow times sorted and efficiencies, once: "all" merges them
+    wanted = [s for s in (ALL_SLOT, *range(N_TYPES)) if only is None or SLOT_NAMES[s] in only]
+    types = range(N_TYPES) if ALL_SLOT in wanted else [s for s in wanted if s != ALL_SLOT]
+    ordered: dict[int, list[float]] = {s: sorted(finished.flow[s]) for s in types}
+    effs: dict[int, list[float]] = {
+        s: _efficiencies(finished.flow[s], finished.active[s]) for s in types
+    }
     rows: list[MetricRow] = []
-    for slot in (ALL_SLOT, *range(N_TYPES)):
-        if only is not None and SLOT_NAMES[slot] not in only:
-            continue
+    for slot in wanted:
         distribution: dict[str, float] | None = None
         load_distribution: dict[str, float] | None = None
         if slot == ALL_SLOT:
+            flow = sorted(chain.from_iterable(ordered.values()))  # merges sorted runs
+            active_s = math.fsum(chain.from_iterable(finished.active))
+            slot_effs = list(chain.from_iterable(effs.values()))
             if velocity[slot]:
-                distribution = {
-                    name: velocity[i] / velocity[slot] for i, name in enumerate(FLOW_TYPES)
-                }
+                distribution = {ft: velocity[i] / velocity[slot] for i, ft in enumerate(FLOW_TYPES)}
             if load.load_end[slot]:
                 load_distribution = {
-                    name: load.load_end[i] / load.load_end[slot]
-                    for i, name in enumerate(FLOW_TYPES)
+                    ft: load.load_end[i] / load.load_end[slot] for i, ft in enumerate(FLOW_TYPES)
                 }
-        total_flow = math.fsum(flow_times[slot])
-        effs = [a / f for f, a in zip(flow_times[slot], active_times[slot], strict=True) if f > 0]
+        else:
+            flow, slot_effs = ordered[slot], effs[slot]
+            active_s = math.fsum(finished.active[slot])
+        total_flow = math.fsum(flow)
         p50, p85, oldest = load.ages[slot]
         rows.append(
             MetricRow(
@@ -257,9 +368,9 @@ def bucket_rows(
                 period=kind,
                 period_start=period_start,
                 velocity=velocity[slot],
-                flow_time=_flow_time_stats(sorted(flow_times[slot])),
-                efficiency=(math.fsum(active_times[slot]) / total_flow if total_flow > 0 else None),
-                efficiency_mean=math.fsum(effs) / len(effs) if effs else None,
+                flow_time=_flow_time_stats(flow, total_flow),
+                efficiency=active_s / total_flow if total_flow > 0 else None,
+                efficiency_mean=math.fsum(slot_effs) / len(slot_effs) if slot_effs else None,
                 load_end=load.load_end[slot],
                 load_avg=load.load_us[slot] / length if length > 0 else None,
                 distribution=distribution,

@@ -168,8 +168,22 @@ class Warehouse:
         rows: Sequence[Mapping[str, Any]],
         keys: Sequence[str],
     ) -> None:
-        """INSERT … ON CONFLICT (keys) DO UPDATE for both dialects."""
+        """INSERT … ON CONFLICT (keys) DO UPDATE for both dialects. On SQLite it goes straight
+        to the driver's executemany, as `insert_many` does."""
         if not rows:
+            return
+        if self.dialect == "sqlite":
+            names = list(rows[0])
+            q = conn.dialect.identifier_preparer.quote
+            updates = [f"{q(n)} = excluded.{q(n)}" for n in names if n not in keys]
+            sql = (
+                f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))}) "
+                f"VALUES ({', '.join('?' * len(names))}) "
+                f"ON CONFLICT ({', '.join(map(q, keys))}) DO "
+                + (f"UPDATE SET {', '.join(updates)}" if updates else "NOTHING")
+            )
+            values = [tuple(row[n] for n in names) for row in rows]
+            conn.exec_driver_sql(sql, _sqlite_rows(table, names, values))
             return
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         stmt = insert(table)
@@ -193,17 +207,98 @@ class Warehouse:
         rows: Sequence[Sequence[Any]],
     ) -> None:
         """Plain bulk INSERT of value tuples. On SQLite it goes straight to the driver's
-        executemany: SQLAlchemy's per-row type processing costs more than SQLite's insert."""
+        executemany: SQLAlchemy's per-row type processing costs more than SQLite's insert.
+        Only the datetime columns need rendering there; the other values pass as they are."""
         if not rows:
+            return
+        q = conn.dialect.identifier_preparer.quote
+        if self.dialect == "postgresql":
+            # COPY: one stream of rows instead of one INSERT per row
+            names = ", ".join(map(q, columns))
+            driver: Any = conn.connection.driver_connection  # psycopg's connection
+            with (
+                driver.cursor() as cursor,
+                cursor.copy(f"COPY {q(table.name)} ({names}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
             return
         if self.dialect != "sqlite":
             conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
             return
         sql = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"INSERT INTO {q(table.name)} ({', '.join(map(q, columns))}) "
             f"VALUES ({', '.join('?' * len(columns))})"
         )
-        conn.exec_driver_sql(sql, [tuple(_sqlite_value(v) for v in row) for row in rows])
+        conn.exec_driver_sql(sql, _sqlite_rows(table, columns, rows))
+
+    def upsert_changed(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        keys: Sequence[str],
+        compared: str,
+    ) -> int:
+        """Bulk INSERT … ON CONFLICT (keys) DO UPDATE of value tuples, updating a stored row
+        only when its `compared` column differs: unchanged rows are not rewritten. Returns
+        how many rows were inserted or updated. One statement on PostgreSQL (the rows as
+        arrays), the driver's executemany on SQLite."""
+        if not rows:
+            return 0
+        q = conn.dialect.identifier_preparer.quote
+        names = ", ".join(map(q, columns))
+        updates = ", ".join(f"{q(c)} = excluded.{q(c)}" for c in columns if c not in keys)
+        conflict = (
+            f"ON CONFLICT ({', '.join(map(q, keys))}) DO UPDATE SET {updates} "
+            f"WHERE {q(table.name)}.{q(compared)} <> excluded.{q(compared)}"
+        )
+        if self.dialect == "postgresql":
+            types = [table.c[name].type.compile(dialect=conn.dialect) for name in columns]
+            arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: no text escaping
+            sql = f"INSERT INTO {q(table.name)} ({names}) SELECT * FROM unnest({arrays}) {conflict}"
+            params = tuple(list(values) for values in zip(*rows, strict=True))
+            return int(conn.exec_driver_sql(sql, params).rowcount)
+        if self.dialect != "sqlite":  # pragma: no cover - create_engine accepts no other
+            raise NotImplementedError(f"upsert_changed on {self.dialect}")
+        values = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {q(table.name)} ({names}) VALUES ({values}) {conflict}"
+        return int(conn.exec_driver_sql(sql, _sqlite_rows(table, columns, rows)).rowcount)
+
+    def delete_many(
+        self,
+        conn: Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        keys: Sequence[Sequence[Any]],
+    ) -> None:
+        """Bulk DELETE of the rows whose `columns` equal one of `keys` (value tuples), each
+        found through the table's index: on PostgreSQL one statement joining the keys as
+        arrays, on SQLite the driver's executemany (a list of row values is a table scan
+        there)."""
+        if not keys:
+            return
+        q = conn.dialect.identifier_preparer.quote
+        if self.dialect == "postgresql":
+            types = [table.c[name].type.compile(dialect=conn.dialect) for name in columns]
+            arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: no text escaping
+            names = [f"k{i}" for i in range(len(columns))]
+            match = " AND ".join(f"t.{q(c)} = k.{n}" for c, n in zip(columns, names, strict=True))
+            sql = (
+                f"DELETE FROM {q(table.name)} t USING unnest({arrays}) "
+                f"AS k({', '.join(names)}) WHERE {match}"
+            )
+            conn.exec_driver_sql(sql, tuple(list(values) for values in zip(*keys, strict=True)))
+            return
+        if self.dialect == "sqlite":
+            match = " AND ".join(f"{q(c)} = ?" for c in columns)
+            sql = f"DELETE FROM {q(table.name)} WHERE {match}"
+            conn.exec_driver_sql(sql, _sqlite_rows(table, columns, keys))
+            return
+        where = [table.c[c] == sa.bindparam(f"k{i}") for i, c in enumerate(columns)]
+        params = [{f"k{i}": v for i, v in enumerate(key)} for key in keys]
+        conn.execute(table.delete().where(*where), params)
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -577,12 +672,36 @@ class Warehouse:
 def _sqlite_value(value: Any) -> Any:
     """A bind value as SQLAlchemy's SQLite DateTime stores it: naive UTC text."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r} reached the warehouse")
         if value.tzinfo is not UTC:
+            if value.tzinfo is None:
+                raise ValueError(f"naive datetime {value!r} reached the warehouse")
             value = value.astimezone(UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+        return value.isoformat(" ", "microseconds")[:-6]  # without its "+00:00"
     return value
+
+
+def _sqlite_rows(
+    table: sa.Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> list[tuple[Any, ...]]:
+    """Driver parameters for `rows`: the values of the table's datetime columns rendered as
+    SQLAlchemy stores them on SQLite, every other value as it is."""
+    dated = [
+        i
+        for i, name in enumerate(columns)
+        if isinstance(getattr(table.c[name].type, "impl", table.c[name].type), sa.DateTime)
+    ]
+    if not dated:
+        return [row if type(row) is tuple else tuple(row) for row in rows]
+    if len(dated) == 1:
+        i = dated[0]
+        return [(*row[:i], _sqlite_value(row[i]), *row[i + 1 :]) for row in rows]
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(row)
+        for i in dated:
+            values[i] = _sqlite_value(values[i])
+        out.append(tuple(values))
+    return out
 
 
 def _labels(text: str | None) -> list[str]:
