@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import os
 import sys
@@ -165,7 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def entry() -> int:
+    """The `syncd` command: `main` in a process of its own (see `main`'s `process`)."""
+    return main(sys.argv[1:], process=True)
+
+
+def main(argv: Sequence[str] | None = None, *, process: bool = False) -> int:
+    """Run one command. With `process` (the `syncd` command, not an in-process caller), what
+    start-up loaded is frozen out of the cyclic garbage collector's way (`gc.freeze`): it
+    lives as long as the process, and each page's collection then walks only the page's own
+    objects, not the ~100k of the modules, which was ~40 % of a Jira page's CPU time."""
     parser = build_parser()
     args = parser.parse_args(argv)
     configure(args.log_level)
@@ -190,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "export": cmd_export,
             "dependencies": cmd_dependencies,
         }[args.command]
+        if process:
+            gc.freeze()
         return handler(config, args, sys.stdout)
     except ConfigError as exc:
         print(f"syncd: configuration error: {exc}", file=sys.stderr)
@@ -592,4 +604,4 @@ def cmd_dependencies(config: Config, args: argparse.Namespace, out: TextIO) -> i
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(entry())
