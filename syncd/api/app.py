@@ -29,7 +29,7 @@ from syncd.api import dashboard, queries
 from syncd.api.auth import PUBLIC_PATHS, TokenGate
 from syncd.api.formats import CSV, JSON, csv_body, json_body, negotiate
 from syncd.api.queries import BadFilter
-from syncd.warehouse.store import Warehouse
+from syncd.warehouse.store import Warehouse, labels_of
 
 log = structlog.get_logger("syncd.api")
 
@@ -460,7 +460,7 @@ def create_app(
             next_url = request.url.replace_query_params(**params)
             headers["Link"] = f'<{next_url}>; rel="next"'
         document = {
-            "items": [{**row, "labels": _labels(row["labels"])} for row in page.items],
+            "items": [{**row, "labels": labels_of(row["labels"])} for row in page.items],
             "next_cursor": page.next_cursor,
         }
         columns = queries.columns(queries.FLOW_ITEMS)
@@ -622,13 +622,3 @@ def create_app(
     if token is not None:
         app.add_middleware(TokenGate, token=token)
     return app
-
-
-def _labels(text: str | None) -> list[str]:
-    import json
-
-    try:
-        value = json.loads(text or "[]")
-    except ValueError:
-        return []
-    return [str(v) for v in value] if isinstance(value, list) else []

@@ -561,7 +561,7 @@ class Warehouse:
                 ITEMS.c.item_id, ITEMS.c.project, ITEMS.c.labels, ITEMS.c.value_stream
             ).where(ITEMS.c.source == source)
             for r in conn.execute(query.order_by(ITEMS.c.item_id)):
-                yield r.item_id, r.project, _labels(r.labels), r.value_stream
+                yield r.item_id, r.project, labels_of(r.labels), r.value_stream
 
     def move_items(self, source: str, moves: Mapping[str, str], batch: int = 1000) -> None:
         """Put stored items into other value streams (item id → stream). Live items are
@@ -628,7 +628,7 @@ class Warehouse:
                         updated_at=r.updated_at,
                         transitions=histories.get(r.item_id, []),
                         links=links.get(r.item_id, []),
-                        labels=_labels(r.labels),
+                        labels=labels_of(r.labels),
                     )
                 )
         return items, tombstoned, synced
@@ -704,7 +704,8 @@ def _sqlite_rows(
     return out
 
 
-def _labels(text: str | None) -> list[str]:
+def labels_of(text: str | None) -> list[str]:
+    """An item's `labels` column (a JSON list of strings) as a list; [] when unreadable."""
     try:
         value = json.loads(text or "[]")
     except ValueError:
