@@ -336,22 +336,22 @@ class _Update:
             self.finished_on = self.reader.finishes([], finish_days)[1]
         self._refinish(finish_days, stored, fresh, changed)
 
-        scopes: dict[str, Scope] = {}
-        rows: list[MetricRow] = []
-        for vs in plans:
-            scope = scopes[vs] = _scope(fresh[vs], changed[vs])
-            days = {day: r for day, r in fresh[vs].items() if ("day", day) in scope}
-            rows.extend(self._day_rows(vs, days, scope))
-            starts: dict[str, list[int]] = {kind: [] for kind in _LONGER_KINDS}
-            for kind, start in scope:
-                if kind != "day":
-                    starts[kind].append(start)
-            days_in = self._fresh_over_stored(fresh[vs], stored[vs])
-            for _, assembled in self._assemble(vs, starts, days_in, scope):
-                rows.extend(assembled)
-            self.stats.buckets += len(scope)
-        self._store_days(fresh, stored)
-        self._write_rows(scopes, rows)
+        with self.warehouse.pipeline(self.conn) as writes:
+            self._store_days(fresh, stored)
+            for vs in plans:
+                scope = _scope(fresh[vs], changed[vs])
+                days = {day: r for day, r in fresh[vs].items() if ("day", day) in scope}
+                rows = self._day_rows(vs, days, scope)
+                starts: dict[str, list[int]] = {kind: [] for kind in _LONGER_KINDS}
+                for kind, start in scope:
+                    if kind != "day":
+                        starts[kind].append(start)
+                days_in = self._fresh_over_stored(fresh[vs], stored[vs])
+                for _, assembled in self._assemble(vs, starts, days_in, scope):
+                    rows.extend(assembled)
+                self.stats.buckets += len(scope)
+                self._write_rows({vs: scope}, rows)
+        self.stats.rows += writes.rows(METRICS)
         self.stats.items_read += self.reader.rows_read
 
     def _read_stored(self, plans: Mapping[str, _Plan]) -> dict[str, _StoredDays]:

@@ -121,6 +121,17 @@ class StoredItem:
     transitions: tuple[Transition, ...]
 
 
+class Writes:
+    """What the statements of a `Warehouse.pipeline` block wrote, known when it ends."""
+
+    def __init__(self) -> None:
+        self.cursors: list[tuple[str, Any]] = []
+
+    def rows(self, table: sa.Table) -> int:
+        """How many rows the block's `upsert_changed` statements wrote to `table`."""
+        return sum(max(c.rowcount, 0) for name, c in self.cursors if name == table.name)
+
+
 class Warehouse:
     """Everything syncd keeps, behind a few transactional operations."""
 
@@ -128,6 +139,7 @@ class Warehouse:
         self.url = url
         self.engine = create_engine(url)
         self.dialect = self.engine.dialect.name
+        self._pipelines: dict[int, Writes] = {}
         if create:
             self.create_schema()
 
@@ -160,6 +172,45 @@ class Warehouse:
                 conn.execution_options(**{_WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def pipeline(self, conn: Connection) -> Iterator[Writes]:
+        """A block whose `upsert_changed` and `delete_many` statements go out without waiting
+        for each other's results: on PostgreSQL (its pipeline mode) the server executes them
+        while the caller computes the next ones. How many rows they wrote is known when the
+        block ends (`Writes.rows`); an error in one surfaces at the latest there, and the
+        transaction rolls back as usual. Elsewhere the statements run one by one."""
+        writes = Writes()
+        if self.dialect != "postgresql":
+            yield writes
+            return
+        import psycopg
+
+        driver: Any = conn.connection.driver_connection  # psycopg's connection
+        self._pipelines[id(conn)] = writes
+        try:
+            with driver.pipeline():
+                yield writes
+        except psycopg.Error as exc:  # as SQLAlchemy raises the driver's errors elsewhere
+            raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error) from exc
+        finally:
+            del self._pipelines[id(conn)]
+
+    def _execute_driver(
+        self, conn: Connection, sql: str, params: Sequence[Any], counted: sa.Table | None = None
+    ) -> int:
+        """Run a PostgreSQL statement and return its row count. In a `pipeline` block it
+        returns at once, -1; when it writes to a `counted` table, its count goes to the
+        block's `Writes`."""
+        writes = self._pipelines.get(id(conn))
+        if writes is None:
+            return int(conn.exec_driver_sql(sql, tuple(params)).rowcount)
+        driver: Any = conn.connection.driver_connection
+        cursor = driver.cursor()
+        cursor.execute(sql, params)
+        if counted is not None:
+            writes.cursors.append((counted.name, cursor))
+        return -1
 
     def upsert(
         self,
@@ -259,7 +310,7 @@ class Warehouse:
             arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: no text escaping
             sql = f"INSERT INTO {q(table.name)} ({names}) SELECT * FROM unnest({arrays}) {conflict}"
             params = tuple(list(values) for values in zip(*rows, strict=True))
-            return int(conn.exec_driver_sql(sql, params).rowcount)
+            return max(self._execute_driver(conn, sql, params, counted=table), 0)
         if self.dialect != "sqlite":  # pragma: no cover - create_engine accepts no other
             raise NotImplementedError(f"upsert_changed on {self.dialect}")
         values = ", ".join("?" * len(columns))
@@ -289,7 +340,7 @@ class Warehouse:
                 f"DELETE FROM {q(table.name)} t USING unnest({arrays}) "
                 f"AS k({', '.join(names)}) WHERE {match}"
             )
-            conn.exec_driver_sql(sql, tuple(list(values) for values in zip(*keys, strict=True)))
+            self._execute_driver(conn, sql, [list(values) for values in zip(*keys, strict=True)])
             return
         if self.dialect == "sqlite":
             match = " AND ".join(f"{q(c)} = ?" for c in columns)
