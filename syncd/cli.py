@@ -7,7 +7,6 @@ Exit codes: 0 everything ok · 1 a source failed (the others still synced) or a 
 from __future__ import annotations
 
 import argparse
-import csv
 import gc
 import json
 import os
@@ -462,14 +461,13 @@ def cmd_metrics(config: Config, args: argparse.Namespace, out: TextIO) -> int:
         json.dump(records, out, ensure_ascii=False, indent=1)
         out.write("\n")
     elif args.format == "csv":
+        from syncd.csvsafe import write_rows
         from syncd.export import metric_record_flat
 
         flat = [metric_record_flat(r) for r in records]
         if flat:
             fields = list(dict.fromkeys(k for f in flat for k in f))
-            writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows({k: "" if v is None else v for k, v in f.items()} for f in flat)
+            write_rows(out, fields, ([f.get(k) for k in fields] for f in flat), lineterminator="\n")
     else:
         print_table(rows, out, last=args.last, targets=targets)
     return EXIT_OK

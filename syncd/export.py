@@ -15,7 +15,6 @@ format, and Parquet is written a row group at a time, so memory stays flat howev
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import secrets
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import sqlalchemy as sa
 
 from syncd import __version__
+from syncd.csvsafe import write_rows
 from syncd.domain import ALL, FLOW_TYPES
 from syncd.metrics.compute import MetricRow
 from syncd.metrics.periods import PERIOD_KINDS
@@ -348,14 +348,10 @@ def write_jsonl(kind: ExportKind, rows: Iterable[tuple[Any, ...]], out: TextIO) 
 
 
 def write_csv(kind: ExportKind, rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
-    """A header, then one line per row, nulls as empty fields; returns how many rows."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(kind.columns)
-    count = 0
-    for record in _records(kind, rows):
-        writer.writerow(["" if v is None else v for v in record.values()])
-        count += 1
-    return count
+    """A header, then one line per row, nulls as empty fields and text that a spreadsheet
+    would run as a formula quoted (`syncd.csvsafe`); returns how many rows."""
+    records = (record.values() for record in _records(kind, rows))
+    return write_rows(out, kind.columns, records, lineterminator="\n")
 
 
 def write_parquet(

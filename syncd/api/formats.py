@@ -3,18 +3,21 @@
 `?format=json|csv` wins; otherwise the `Accept` header's preference (q-values honoured);
 otherwise JSON. Instants are ISO 8601 UTC (`2025-12-15T00:00:00+00:00`), days ISO dates.
 CSV has a header row with the view's columns; an empty value is NULL; booleans are
-`true`/`false` and nested values (labels, distributions) are JSON text.
+`true`/`false` and nested values (labels, distributions) are JSON text; a text cell that
+a spreadsheet would run as a formula (first character `=`, `+`, `-`, `@`, tab, CR or NUL)
+starts with `'` (`syncd.csvsafe`).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
+
+from syncd.csvsafe import write_rows
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -74,22 +77,21 @@ def json_body(document: Any) -> bytes:
     return json.dumps(plain(document), ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Any:
+    """A value as its CSV cell: numbers stay numbers (never quoted by `write_rows`)."""
     value = plain(value)
-    if value is None:
-        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return str(value)
+    return value
 
 
 def csv_body(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> bytes:
-    """A CSV document: the header row, then one line per row (columns in `columns` order)."""
+    """A CSV document (RFC 4180 CRLF lines): the header row, then one line per row (columns
+    in `columns` order), text a spreadsheet would run as a formula quoted (`syncd.csvsafe`)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_cell(row.get(c)) for c in columns])
+    write_rows(
+        out, columns, ([_cell(row.get(c)) for c in columns] for row in rows), lineterminator="\r\n"
+    )
     return out.getvalue().encode()
