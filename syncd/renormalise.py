@@ -235,8 +235,9 @@ def rebuilder_for(source: SourceConfig) -> Rebuilder | None:
 
 
 #: what the connectors' parsers keep of a record; raised when they keep more, so that items
-#: written by an older syncd are rebuilt from their raw pages (2: labels)
-PARSER_VERSION = 2
+#: written by an older syncd are rebuilt from their raw pages (2: labels; 3: links written as
+#: URLs, GitLab merge requests' closing references, no link from a negated "blocked by")
+PARSER_VERSION = 3
 
 
 def config_record(source: SourceConfig) -> str:

@@ -3,6 +3,7 @@ recorded REST timelines."""
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -333,3 +334,21 @@ def test_enterprise_server_graphql_url() -> None:
         GitHubSourceConfig(name="g", kind="github")
     with pytest.raises(ValueError, match="owner/name"):
         GitHubSourceConfig(name="g", kind="github", repos=["just-a-name"])
+
+
+def test_recorded_pull_request_closing_url(shared_fixtures: Path) -> None:
+    # DevLake's recorded pull request 189 of panjf2000/ants: "Fixes <issue URL>", read the
+    # same in REST mode (no closingIssuesReferences) as the short form
+    path = shared_fixtures / "github" / "devlake" / "_raw_github_api_pull_requests.csv"
+    csv.field_size_limit(1 << 30)
+    with path.open(encoding="utf-8", newline="") as handle:
+        pulls = {
+            r["number"]: r for r in (json.loads(row["data"]) for row in csv.DictReader(handle))
+        }
+    pull = pulls[189]
+    assert pull["body"] == "Fixes https://github.com/panjf2000/ants/issues/188"
+    pull["pull_request"] = {"url": pull["url"], "merged_at": pull.get("merged_at")}
+    item = parse_item(pull, [], MAPPING, repo="panjf2000/ants", source="gh", value_stream="v")
+    assert ("Closes", "outward", "panjf2000/ants#188") in {
+        (lk.link_type, lk.direction, lk.target_key) for lk in item.links
+    }

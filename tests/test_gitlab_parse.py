@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -262,3 +263,36 @@ def test_notes_timed_to_the_second_are_ambiguous_only_when_sharing_a_second() ->
     assert not note_times_ambiguous([], replacement, later, "k")
     # an unreadable time: let the REST notes decide
     assert note_times_ambiguous([], [], [{**review[0], "created_at": "x"}], "k")
+
+
+def test_recorded_merge_requests_closing_references(shared_fixtures: Path) -> None:
+    # DevLake's recorded gitlab.com merge requests: "Closes #11 \n\n* ..." and a closing URL to
+    # an issue of another project; an issue saying "Closes" closes nothing
+    path = shared_fixtures / "gitlab" / "devlake" / "_raw_gitlab_api_merge_requests.csv"
+    csv.field_size_limit(1 << 30)
+    with path.open(encoding="utf-8", newline="") as handle:
+        records = {r["iid"]: r for r in (json.loads(row["data"]) for row in csv.DictReader(handle))}
+    project = "gitlab-data/snowflake_spend"
+
+    def links(record: dict[str, Any]) -> set[tuple[str, str, str]]:
+        flow = parse_item(record, [], MAPPING, project=project, source="gl", value_stream="v")
+        return {(lk.link_type, lk.direction, lk.target_key) for lk in flow.links}
+
+    assert links(records[12]) == {("Closes", "outward", "gitlab-data/snowflake_spend#11")}
+    assert links(records[21]) == {("Closes", "outward", "gitlab-data/analytics#12941")}
+    issue = {k: v for k, v in records[12].items() if k not in ("merged_at", "source_branch")}
+    assert links(issue) == set()
+
+
+def test_urls_of_an_instance_under_a_relative_root() -> None:
+    # the item's own web_url shows the root path (`/gitlab`), which is no part of a project path
+    mr = item(mr=True) | {
+        "web_url": "https://example.com/gitlab/acme/web/-/merge_requests/12",
+        "description": "Fixes https://example.com/gitlab/acme/web/-/issues/3\n"
+        "Blocked by https://example.com/gitlab/acme/api/-/merge_requests/4",
+    }
+    flow = parse_item(mr, [], MAPPING, project="acme/web", source="gl", value_stream="vs")
+    assert {(lk.link_type, lk.target_key) for lk in flow.links} == {
+        ("Closes", "acme/web#3"),
+        ("Blocks", "acme/api!4"),
+    }

@@ -8,12 +8,12 @@ turned into one `Event` list first, so the state machines below serve both paths
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from connectors.references import GITHUB, Origin, text_links
 from syncd.domain import FlowItem, Link, Stage, Transition, parse_timestamp
 from syncd.errors import SkippableRecord
 from syncd.mapping import FlowTypeRules, StageOverrides
@@ -65,27 +65,6 @@ PULL_SELECTION = (
 ... on ReviewRequestRemovedEvent { createdAt requestedReviewer { ... on User { login } } }
 ... on PullRequestReview { createdAt submittedAt state }"""
 )
-
-_REFERENCE = re.compile(
-    r"\b(?P<verb>close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+"
-    r"(?P<repo>[\w.-]+/[\w.-]+)?#(?P<number>\d+)",
-    re.IGNORECASE,
-)
-#: a Jira issue key (`SHOP-12`), upper case as Jira writes keys, not inside a longer word
-#: (`_` separates words here: branch names are often `feature/SHOP-12_cart`)
-_JIRA = r"(?<![A-Za-z0-9])(?-i:[A-Z][A-Z0-9_]+)-\d+(?![A-Za-z0-9])"
-JIRA_KEY = re.compile(_JIRA)
-#: what an item can be blocked by: a Jira key, `path#n` / `path!n` (another repository, or a
-#: GitLab issue or merge request; GitLab paths may have subgroups) or `#n` in this repository
-_TARGET = _JIRA + r"|(?:[\w.-]+(?:/[\w.-]+)+)[#!]\d+\b|#\d+\b"
-#: "blocked by X", "depends on X, Y and Z"
-_BLOCKED_BY = re.compile(
-    rf"\b(?:blocked by|depends on)\s*:?\s+(?P<targets>(?:{_TARGET})"
-    rf"(?:\s*(?:,|&|\band\b)\s*(?:{_TARGET}))*)",
-    re.IGNORECASE,
-)
-_ONE_TARGET = re.compile(_TARGET)
-
 
 parse_time = parse_timestamp
 
@@ -359,24 +338,19 @@ def _links(
     closing: Sequence[tuple[str, Sequence[str]]],
     branch: str | None,
 ) -> list[Link]:
-    """Closing references (type "Closes"), "blocked by / depends on" mentions in the body
-    (type "Blocks", inward: this item is blocked by the target), in Jira's vocabulary, and Jira
-    keys in the title or the branch name (type "References", outward)."""
+    """Closing references (type "Closes", outward: GraphQL's, then the body's closing keywords
+    on a pull request), "blocked by / depends on" in the body (type "Blocks", inward: this item
+    is blocked by the target), in Jira's vocabulary, and Jira keys in the title or the branch
+    name (type "References", outward): `connectors.references`."""
     links: dict[tuple[str, str, str], Link] = {}
     for closed_key, _labels in closing:
         links[("Closes", "outward", closed_key)] = Link("Closes", "outward", closed_key)
-    body = str(item.get("body") or "")
-    if item.get("pull_request") is not None:
-        for match in _REFERENCE.finditer(body):
-            target = f"{match.group('repo') or repo}#{match.group('number')}"
-            links[("Closes", "outward", target)] = Link("Closes", "outward", target)
-    for match in _BLOCKED_BY.finditer(body):
-        for found in _ONE_TARGET.finditer(match.group("targets")):
-            target = found.group()
-            target = repo + target if target.startswith("#") else target
-            links[("Blocks", "inward", target)] = Link("Blocks", "inward", target)
-    for text in (str(item.get("title") or ""), branch or ""):
-        for found in JIRA_KEY.finditer(text):
-            key = found.group()
-            links[("References", "outward", key)] = Link("References", "outward", key)
+    stated = text_links(
+        Origin(GITHUB, repo),
+        str(item.get("body") or ""),
+        (str(item.get("title") or ""), branch or ""),
+        closes=item.get("pull_request") is not None,
+    )
+    for link in stated:
+        links.setdefault((link.link_type, link.direction, link.target_key), link)
     return list(links.values())

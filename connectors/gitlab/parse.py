@@ -19,7 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
+from connectors import references
 from syncd.domain import FlowItem, Link, Stage, Transition, parse_timestamp
 from syncd.errors import SkippableRecord
 from syncd.mapping import FlowTypeRules, StageOverrides
@@ -31,23 +33,6 @@ _DRAFT_NOTE = re.compile(
 )
 _APPROVED_NOTE = re.compile(r"^approved this merge request", re.IGNORECASE)
 _UNAPPROVED_NOTE = re.compile(r"^unapproved this merge request", re.IGNORECASE)
-
-#: a Jira issue key (`SHOP-12`), upper case as Jira writes keys, not inside a longer word
-#: (`_` separates words here: branch names are often `SHOP-12_cart`)
-_JIRA = r"(?<![A-Za-z0-9])(?-i:[A-Z][A-Z0-9_]+)-\d+(?![A-Za-z0-9])"
-JIRA_KEY = re.compile(_JIRA)
-#: what an item can be blocked by: a Jira key, an issue or merge request as GitLab references
-#: them (`group/sub/project#12`, `project!3` in the same namespace, `#12` and `!3` in this
-#: project; a GitHub `owner/repo#12` has the same shape)
-_PATH = r"[\w.-]+(?:/[\w.-]+)*"
-_TARGET = _JIRA + rf"|(?:{_PATH})?[#!]\d+\b"
-#: "blocked by X", "depends on X, Y and Z"
-_BLOCKED_BY = re.compile(
-    rf"\b(?:blocked by|depends on)\s*:?\s+(?P<targets>(?:{_TARGET})"
-    rf"(?:\s*(?:,|&|\band\b)\s*(?:{_TARGET}))*)",
-    re.IGNORECASE,
-)
-_ONE_TARGET = re.compile(rf"{_JIRA}|(?P<path>{_PATH})?(?P<sigil>[#!])(?P<number>\d+)\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +289,7 @@ def parse_item(
         created_at=created,
         updated_at=max(updated, transitions[-1].at),
         transitions=transitions,
-        links=_merged(links, text_links(item, project)),
+        links=_merged(links, text_links(item, project, merge_request=merge_request)),
         labels=labels,
     )
 
@@ -329,28 +314,25 @@ def parse_links(links: Iterable[Mapping[str, Any]]) -> list[Link]:
     return out
 
 
-def text_links(item: Mapping[str, Any], project: str) -> list[Link]:
-    """Links an issue or merge request states in words: "blocked by / depends on X" in its
-    description ("Blocks", inward: this item is blocked by X) and Jira keys in its title or,
-    for a merge request, its source branch ("References", outward)."""
-    out: dict[tuple[str, str, str], Link] = {}
-    namespace = project.rpartition("/")[0]
-    for match in _BLOCKED_BY.finditer(str(item.get("description") or "")):
-        for found in _ONE_TARGET.finditer(match.group("targets")):
-            if found.group("sigil") is None:
-                target = found.group()
-            else:
-                path = found.group("path") or project
-                if "/" not in path and found.group("path") and namespace:
-                    path = f"{namespace}/{path}"  # `project#12`: a sibling in this namespace
-                target = f"{path}{found.group('sigil')}{found.group('number')}"
-            out[("Blocks", "inward", target)] = Link("Blocks", "inward", target)
-    for text in (str(item.get("title") or ""), str(item.get("source_branch") or "")):
-        for found in JIRA_KEY.finditer(text):
-            out[("References", "outward", found.group())] = Link(
-                "References", "outward", found.group()
-            )
-    return list(out.values())
+def text_links(item: Mapping[str, Any], project: str, *, merge_request: bool) -> list[Link]:
+    """Links an issue or merge request states in words (`connectors.references`): a merge
+    request's closing references in its description ("Closes", outward), "blocked by /
+    depends on X" in the description ("Blocks", inward: this item is blocked by X) and Jira
+    keys in its title or, for a merge request, its source branch ("References", outward)."""
+    return references.text_links(
+        references.Origin(references.GITLAB, project, _site(item.get("web_url"), project)),
+        str(item.get("description") or ""),
+        (str(item.get("title") or ""), str(item.get("source_branch") or "")),
+        closes=merge_request,
+    )
+
+
+def _site(web_url: Any, project: str) -> str | None:
+    """The instance's web root from an item's own URL where it has a path (`https://host/gitlab`
+    for `https://host/gitlab/group/proj/-/issues/3`), else None."""
+    url = urlsplit(str(web_url or ""))
+    at = url.path.casefold().find(f"/{project.casefold()}/")
+    return f"{url.scheme}://{url.netloc}{url.path[:at]}" if at > 0 else None
 
 
 def _merged(stated: Sequence[Link], derived: Sequence[Link]) -> list[Link]:
