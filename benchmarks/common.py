@@ -107,3 +107,12 @@ def main_for(one: Callable[[int], dict[str, object]], script: str, default: int)
         return 0
     print(json.dumps(one(args.items)))
     return 0
+
+
+def simulator_requests(url: str) -> int:
+    """The tracker API requests the simulator at `url` has recorded so far (its
+    `GET /_sim/stats`; control requests are never counted)."""
+    import httpx
+
+    stats = httpx.get(f"{url}/_sim/stats", timeout=30).json()
+    return int(stats["requests"])
