@@ -38,6 +38,7 @@ as a sync and the daemon's update do).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -288,7 +289,11 @@ def phase(name: str, url: str, count: int, seed: int, old_reopens: float) -> dic
         changed, _ = changed_items(items, seed, old_reopens)
         by_id = {it.id: it for it in changed}
         items = [by_id.get(it.id, it) for it in items]
-        commit(url, changed_items(items, seed, old_reopens, day=1)[0], NEXT + timedelta(days=1))
+        next_day = changed_items(items, seed, old_reopens, day=1)[0]
+        del items, changed, by_id  # a daemon does not hold the generated world in memory
+        commit(url, next_day, NEXT + timedelta(days=1))
+        del next_day
+        gc.collect()
         t0 = time.perf_counter()
         warm = update_metrics(warehouse, as_of=NEXT + timedelta(days=1))
         out["warm_seconds"] = round(time.perf_counter() - t0, 4)
