@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import peak_rss_mb  # noqa: E402
+from common import Warehouses, peak_rss_mb, sizes_of  # noqa: E402
 
 KINDS = ("items", "transitions", "metrics")
 FORMATS = ("jsonl", "csv", "parquet")
@@ -107,27 +105,13 @@ def main() -> int:
         print(json.dumps(phase(args.url, args.phase, args.format, Path(args.out))))
         return 0
 
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.items]
-    server = None
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-export-"))
-    try:
-        if args.postgres:
-            from tests.pg import PostgresServer
-
-            server = PostgresServer()
-            server.start()
-        for count in sizes:
-            if server is not None:
-                url = server.create_database(f"bench_export_{count}")
-            else:
-                url = f"sqlite:///{tmp / f'bench_{count}.db'}"
-            out_dir = tmp / f"out_{count}"
+    args.url = None  # in this mode the warehouses are the script's own
+    with Warehouses(args, "bench_export") as warehouses:
+        for count in sizes_of(args):
+            url = warehouses.new(count)
+            out_dir = warehouses.tmp / f"out_{count}"
             out_dir.mkdir()
             one_size(url, count, out_dir)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -43,9 +43,7 @@ import json
 import os
 import random
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -56,7 +54,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import peak_rss_mb  # noqa: E402
+from common import (  # noqa: E402
+    Warehouses,
+    add_warehouse_options,
+    peak_rss_mb,
+    run_phase_of,
+    sizes_of,
+)
 
 from syncd.domain import FlowItem, Stage, Transition  # noqa: E402
 
@@ -304,29 +308,7 @@ def phase(name: str, url: str, count: int, seed: int, old_reopens: float) -> dic
 
 def run_phase(name: str, url: str, count: int, seed: int, old_reopens: float) -> dict[str, Any]:
     args = ["--items", str(count), "--seed", str(seed), "--old-reopens", str(old_reopens)]
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", name, "--url", url, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
-def reset(url: str) -> None:
-    """Drop every table of a database the user handed in, so each size starts empty."""
-    import sqlalchemy as sa
-    from sqlmodel import SQLModel
-
-    import syncd.warehouse.models  # noqa: F401  (registers the tables)
-    from syncd.warehouse.store import create_engine
-
-    engine = create_engine(url)
-    SQLModel.metadata.drop_all(engine)
-    with engine.begin() as conn:
-        conn.execute(sa.text("select 1"))
-    engine.dispose()
+    return run_phase_of(__file__, name, "--url", url, *args)
 
 
 class Snapshots:
@@ -436,13 +418,8 @@ def one_size(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--sizes", help="comma-separated sizes, each measured separately")
+    add_warehouse_options(parser)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--url", help="warehouse URL (default: a temporary SQLite file)")
-    parser.add_argument(
-        "--postgres", action="store_true", help="start a throwaway PostgreSQL on 127.0.0.1"
-    )
     parser.add_argument(
         "--old-reopens",
         type=float,
@@ -462,33 +439,15 @@ def main() -> int:
         print(json.dumps(phase(args.phase, args.url, args.items, args.seed, args.old_reopens)))
         return 0
 
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.items]
-    server = None
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-metrics-"))
-    try:
-        if args.postgres:
-            from tests.pg import PostgresServer
-
-            server = PostgresServer()
-            server.start()
-        for count in sizes:
-            if server is not None:
-                url = server.create_database(f"bench_{count}")
-            elif args.url:
-                url = args.url
-                reset(url)
-            else:
-                url = f"sqlite:///{tmp / f'bench_{count}.db'}"
-            snapshots = Snapshots(url, server)
+    with Warehouses(args, "bench") as warehouses:
+        for count in sizes_of(args):
+            url = warehouses.new(count)
+            snapshots = Snapshots(url, warehouses.server)
             repeat = args.repeat if snapshots.available else 1
             load = os.getloadavg()
             result = one_size(url, count, args.seed, args.old_reopens, repeat, snapshots)
             result["load_average"] = [round(v, 2) for v in (*load, *os.getloadavg())]
             print(json.dumps(result), flush=True)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -27,10 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from statistics import median
@@ -41,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_metrics  # noqa: E402
+from common import Warehouses, add_warehouse_options, run_phase_of, sizes_of  # noqa: E402
 
 #: the tables whose rows must all survive the upgrade
 COUNTED = ("items", "transitions", "item_links", "metric_items", "metric_rows", "metric_days")
@@ -146,14 +144,7 @@ def upgrade(url: str) -> dict[str, Any]:
 
 
 def run_upgrade(url: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", "upgrade", "--url", url],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_phase_of(__file__, "upgrade", "--url", url)
 
 
 def one_size(
@@ -202,32 +193,15 @@ def one_size(
     }
 
 
-def empty(url: str) -> None:
-    """Drop everything syncd made in the database given with --url."""
-    from syncd.warehouse import migrations
-    from syncd.warehouse.store import create_engine
-
-    engine = create_engine(url)
-    try:
-        migrations.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=10_000)
-    parser.add_argument("--sizes", help="comma-separated sizes, each measured in turn")
+    add_warehouse_options(parser, items=10_000)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
         "--repeat",
         type=int,
         default=3,
         help="upgrades timed, each on a copy of the same old warehouse (default 3; 1 with --url)",
-    )
-    parser.add_argument("--url", help="warehouse URL (default: a temporary SQLite file)")
-    parser.add_argument(
-        "--postgres", action="store_true", help="start a throwaway PostgreSQL on 127.0.0.1"
     )
     parser.add_argument("--phase", choices=["upgrade"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,36 +212,18 @@ def main() -> int:
     if args.phase:
         print(json.dumps(upgrade(args.url)))
         return 0
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.items]
-    server = None
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-migrations-"))
     failed = False
-    try:
-        shape = previous_release_shape(tmp)
-        if args.postgres:
-            from tests.pg import PostgresServer
-
-            server = PostgresServer()
-            server.start()
-        for count in sizes:
-            if server is not None:
-                url = server.create_database(f"bench_migrations_{count}")
-            elif args.url:
-                url = args.url
-                empty(url)
-            else:
-                url = f"sqlite:///{tmp / f'migrations_{count}.db'}"
-            snapshots = bench_metrics.Snapshots(url, server)
+    with Warehouses(args, "bench_migrations") as warehouses:
+        shape = previous_release_shape(warehouses.tmp)
+        for count in sizes_of(args):
+            url = warehouses.new(count)
+            snapshots = bench_metrics.Snapshots(url, warehouses.server)
             repeat = args.repeat if snapshots.available else 1
             load = os.getloadavg()
             result = one_size(url, count, args.seed, repeat, snapshots, shape)
             result["load_average"] = [round(v, 2) for v in (*load, *os.getloadavg())]
             print(json.dumps(result), flush=True)
             failed = failed or not result["rows_kept"]
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failed else 0
 
 

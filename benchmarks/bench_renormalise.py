@@ -28,14 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import peak_rss_mb, simulator_requests, start_simulator  # noqa: E402
+from common import (  # noqa: E402
+    Warehouses,
+    add_warehouse_options,
+    peak_rss_mb,
+    run_phase_of,
+    simulator_requests,
+    start_simulator,
+)
 
 TRACKERS = ("jira", "github", "gitlab")
 SOURCE = "bench"
@@ -242,57 +244,10 @@ def phase_resync(new_path: Path) -> dict[str, Any]:
 
 
 def run_phase(*args: str) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--phase", *args],
-        check=True,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return run_phase_of(__file__, *args)
 
 
 # -- one tracker --------------------------------------------------------------------------
-
-
-@contextmanager
-def warehouses(args: argparse.Namespace, tmp: Path) -> Iterator[Iterator[str]]:
-    """A fresh, empty warehouse URL per tracker: SQLite files, databases on a throwaway
-    PostgreSQL, or the database given with --url emptied each time."""
-    server = None
-    if args.postgres:
-        from tests.pg import PostgresServer
-
-        server = PostgresServer()
-        server.start()
-
-    def urls() -> Iterator[str]:
-        for n in range(len(TRACKERS)):
-            if server is not None:
-                yield server.create_database(f"bench_renormalise_{n}")
-            elif args.url:
-                empty(args.url)
-                yield args.url
-            else:
-                yield f"sqlite:///{tmp / f'w{n}.db'}"
-
-    try:
-        yield urls()
-    finally:
-        if server is not None:
-            server.stop()
-
-
-def empty(url: str) -> None:
-    """Drop everything syncd made in the database given with --url."""
-    from syncd.warehouse import migrations
-    from syncd.warehouse.store import create_engine
-
-    engine = create_engine(url)
-    try:
-        migrations.drop_all(engine)
-    finally:
-        engine.dispose()
 
 
 def one_tracker(
@@ -362,10 +317,7 @@ def main() -> int:
     parser.add_argument(
         "--resync", action="store_true", help="also time a resync of the same source"
     )
-    parser.add_argument("--url", help="warehouse URL (default: a temporary SQLite file)")
-    parser.add_argument(
-        "--postgres", action="store_true", help="start a throwaway PostgreSQL on 127.0.0.1"
-    )
+    add_warehouse_options(parser, items=None)
     parser.add_argument(
         "--phase", choices=["sync", "renormalise", "resync"], help=argparse.SUPPRESS
     )
@@ -386,24 +338,21 @@ def main() -> int:
         return 0
 
     os.environ.update(SECRETS)  # the phases' configs name these variables
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-renormalise-"))
     failed: list[str] = []
-    try:
-        with warehouses(args, tmp) as urls:
-            for name in args.tracker or TRACKERS:
-                load = os.getloadavg()
-                lines = one_tracker(TRACKER[name], args.items, next(urls), tmp, args.resync)
-                for line in lines:
-                    line["load_average"] = [round(v, 2) for v in (*load, *os.getloadavg())]
-                    print(json.dumps(line), flush=True)
-                first = lines[0]
-                if first["requests"] != 0 or first["status"] != "ok":
-                    failed.append(
-                        f"{name}: re-normalise made {first['requests']} tracker requests, "
-                        f"status {first['status']} ({first['reason']})"
-                    )
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with Warehouses(args, "bench_renormalise") as warehouses:
+        for name in args.tracker or TRACKERS:
+            url = warehouses.new(name)
+            load = os.getloadavg()
+            lines = one_tracker(TRACKER[name], args.items, url, warehouses.tmp, args.resync)
+            for line in lines:
+                line["load_average"] = [round(v, 2) for v in (*load, *os.getloadavg())]
+                print(json.dumps(line), flush=True)
+            first = lines[0]
+            if first["requests"] != 0 or first["status"] != "ok":
+                failed.append(
+                    f"{name}: re-normalise made {first['requests']} tracker requests, "
+                    f"status {first['status']} ({first['reason']})"
+                )
     for message in failed:
         print(message, file=sys.stderr)
     return 1 if failed else 0

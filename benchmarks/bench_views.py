@@ -35,9 +35,7 @@ import gc
 import json
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_metrics  # noqa: E402
+from common import Warehouses, add_warehouse_options, sizes_of  # noqa: E402
 
 from syncd.domain import FlowItem, Link  # noqa: E402
 
@@ -139,62 +138,27 @@ def time_queries(url: str, repeat: int) -> dict[str, Any]:
     return out
 
 
-def empty(url: str) -> None:
-    """Drop everything syncd made in the database given with --url."""
-    from syncd.warehouse import migrations
-    from syncd.warehouse.store import create_engine
-
-    engine = create_engine(url)
-    try:
-        migrations.drop_all(engine)
-    finally:
-        engine.dispose()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=100_000)
-    parser.add_argument("--sizes", help="comma-separated sizes, each measured in turn")
+    add_warehouse_options(parser)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument(
         "--links", type=float, default=0.1, help="share of the items with a link (default 0.1)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per query (default 3)")
-    parser.add_argument("--url", help="warehouse URL (default: a temporary SQLite file)")
-    parser.add_argument(
-        "--postgres", action="store_true", help="start a throwaway PostgreSQL on 127.0.0.1"
-    )
     args = parser.parse_args()
 
     from syncd.logs import configure
 
     configure("warning")
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.items]
-    server = None
-    tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-views-"))
-    try:
-        if args.postgres:
-            from tests.pg import PostgresServer
-
-            server = PostgresServer()
-            server.start()
-        for count in sizes:
-            if server is not None:
-                url = server.create_database(f"bench_views_{count}")
-            elif args.url:
-                url = args.url
-                empty(url)
-            else:
-                url = f"sqlite:///{tmp / f'views_{count}.db'}"
+    with Warehouses(args, "bench_views") as warehouses:
+        for count in sizes_of(args):
+            url = warehouses.new(count)
             load = os.getloadavg()
             result = build(url, count, args.seed, args.links)
             result.update(time_queries(url, args.repeat))
             result["load_average"] = [round(v, 2) for v in (*load, *os.getloadavg())]
             print(json.dumps(result), flush=True)
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

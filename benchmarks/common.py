@@ -1,13 +1,18 @@
-"""Plumbing shared by the benchmark scripts: a simulator in its own process, peak RSS."""
+"""Plumbing shared by the benchmark scripts: a simulator in its own process, peak RSS, fresh
+warehouses for each run."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +100,6 @@ def first_sync_and_resync(tracker: str, sim_args: list[str], source_toml: str) -
 
 def main_for(one: Callable[[int], dict[str, object]], script: str, default: int) -> int:
     """The command line every benchmark shares: `--items N` or `--sizes a,b`."""
-    import argparse
     import json
 
     parser = argparse.ArgumentParser()
@@ -109,6 +113,18 @@ def main_for(one: Callable[[int], dict[str, object]], script: str, default: int)
     return 0
 
 
+def run_phase_of(script: str, *args: str) -> dict[str, Any]:
+    """Run `script --phase ...args` in a fresh process (so its peak RSS is its own) and
+    return the JSON object its last line of output holds."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, script, "--phase", *args], check=True, stdout=subprocess.PIPE, text=True
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 def simulator_requests(url: str) -> int:
     """The tracker API requests the simulator at `url` has recorded so far (its
     `GET /_sim/stats`; control requests are never counted)."""
@@ -116,3 +132,72 @@ def simulator_requests(url: str) -> int:
 
     stats = httpx.get(f"{url}/_sim/stats", timeout=30).json()
     return int(stats["requests"])
+
+
+# -- warehouses for a benchmark's runs ---------------------------------------------------
+
+
+def add_warehouse_options(parser: argparse.ArgumentParser, *, items: int | None = 100_000) -> None:
+    """The options every warehouse benchmark takes: where the warehouse lives (`--url`,
+    `--postgres`; a temporary SQLite file by default) and, with a default number of `items`,
+    the sizes (`--items`, `--sizes`)."""
+    if items is not None:
+        parser.add_argument("--items", type=int, default=items)
+        parser.add_argument("--sizes", help="comma-separated sizes, each measured in turn")
+    parser.add_argument("--url", help="warehouse URL (default: a temporary SQLite file)")
+    parser.add_argument(
+        "--postgres", action="store_true", help="start a throwaway PostgreSQL on 127.0.0.1"
+    )
+
+
+def sizes_of(args: argparse.Namespace) -> list[int]:
+    return [int(s) for s in args.sizes.split(",")] if args.sizes else [args.items]
+
+
+class Warehouses:
+    """Fresh, empty warehouses for a benchmark's runs, by `add_warehouse_options`: databases
+    on a throwaway PostgreSQL started for the script (`--postgres`), the database of `--url`
+    emptied before each run, or SQLite files in a temporary directory (`tmp`, which the
+    script may use for its other files too). The server and the directory go at the end."""
+
+    def __init__(self, args: argparse.Namespace, name: str) -> None:
+        self.name = name
+        self.url_option: str | None = args.url
+        self.postgres: bool = args.postgres
+        self.server: Any = None
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"syncd-{name}-"))
+
+    def __enter__(self) -> Warehouses:
+        if self.postgres:
+            sys.path.insert(0, str(ROOT))
+            from tests.pg import PostgresServer
+
+            self.server = PostgresServer()
+            self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.server is not None:
+            self.server.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def new(self, tag: object) -> str:
+        """An empty warehouse's URL for the run `tag` (a size, a tracker...)."""
+        if self.server is not None:
+            return str(self.server.create_database(f"{self.name}_{tag}"))
+        if self.url_option:
+            empty_warehouse(self.url_option)
+            return self.url_option
+        return f"sqlite:///{self.tmp / f'{self.name}_{tag}.db'}"
+
+
+def empty_warehouse(url: str) -> None:
+    """Drop everything syncd made in the database at `url`."""
+    from syncd.warehouse import migrations
+    from syncd.warehouse.store import create_engine
+
+    engine = create_engine(url)
+    try:
+        migrations.drop_all(engine)
+    finally:
+        engine.dispose()
