@@ -245,6 +245,8 @@ class Simulator(abc.ABC):
         self._thread: threading.Thread | None = None
         self._base = "http://127.0.0.1"
         self._faults: FaultInjector | None = None
+        self._open = threading.Event()  # cleared while `held`: API requests wait
+        self._open.set()
 
     # ------------------------------------------------------------------ to implement
 
@@ -292,6 +294,17 @@ class Simulator(abc.ABC):
     def faults(self) -> FaultInjector | None:
         """The fault injector in use (None when requests are not faulted)."""
         return self._faults
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Answer no API request until the block ends: clients wait on their requests, as
+        on a tracker that stalls (control endpoints still answer). Tests use it to keep a
+        sync in the middle of a run for as long as they need."""
+        self._open.clear()
+        try:
+            yield
+        finally:
+            self._open.set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -445,6 +458,7 @@ class Simulator(abc.ABC):
         headers: Mapping[str, str],
         raw: bytes,
     ) -> Response:
+        self._open.wait()
         body: Json = None
         body_error = False
         if raw:
