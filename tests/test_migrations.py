@@ -618,3 +618,26 @@ def test_drop_all_leaves_a_database_a_new_warehouse_can_be_made_in(warehouse_url
         assert migrations.current(conn) == migrations.head()
         assert conn.execute(sa.text("SELECT COUNT(*) FROM flow_items")).scalar() == 0
     warehouse.close()
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    # a new revision must move HEAD, or opening a warehouse would take it for current
+    assert migrations.head() == migrations.HEAD
+
+
+def test_opening_a_current_warehouse_loads_no_alembic(warehouse_url: str) -> None:
+    Warehouse(warehouse_url).close()  # created and stamped (this process loads Alembic)
+    probe = (
+        "import sys\n"
+        "from syncd.warehouse.store import Warehouse\n"
+        "from syncd.warehouse import migrations\n"
+        f"w = Warehouse({warehouse_url!r})\n"
+        "with w.engine.connect() as conn:\n"
+        "    assert migrations.current(conn) == migrations.HEAD\n"
+        "w.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout

@@ -3,7 +3,8 @@
 The revisions live in `versions/` inside the package and are configured here in code: no
 alembic.ini is read at run time. When a warehouse opens (`Warehouse.create_schema`):
 
-- **at the newest revision**: nothing to do (one read of `alembic_version`);
+- **at the newest revision**: nothing to do (one read of `alembic_version`, without importing
+  Alembic: a process that only opens current warehouses never loads it, ~12 MB);
 - **empty** (no syncd table): the tables are created from the models, the views from
   `syncd/warehouse/views.py`, and the warehouse is stamped with the newest revision. This is
   fast (the test suite creates hundreds of warehouses); tests prove that upgrading from
@@ -28,19 +29,21 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 import structlog
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from syncd.errors import ConfigError
 
 if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     from syncd.warehouse.store import Warehouse
 
 log = structlog.get_logger("syncd.warehouse")
 
+#: the newest revision in `versions/` (a test checks it against Alembic's head): a warehouse
+#: stamped with it needs nothing, and opening it needs no Alembic
+HEAD = "0002"
 #: the revision that describes the release before migrations (`schema_version` 1)
 BASELINE = "0001"
 #: the `warehouse_meta.schema_version` that release wrote
@@ -55,6 +58,8 @@ LOCATION = Path(__file__).resolve().parent
 def config(connection: Connection | None = None) -> Config:
     """An Alembic configuration for the packaged revisions; with `connection`, the revisions
     run on it, inside its transaction."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(LOCATION))
     if connection is not None:
@@ -65,6 +70,8 @@ def config(connection: Connection | None = None) -> Config:
 @functools.cache
 def scripts() -> ScriptDirectory:
     """The packaged revisions (read once per process)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(config())
 
 
@@ -77,18 +84,30 @@ def head() -> str:
 
 
 def current(conn: Connection) -> str | None:
-    """The revision a warehouse is stamped with, None when it has none."""
-    return MigrationContext.configure(conn).get_current_revision()
+    """The revision a warehouse is stamped with, None when it has none (read as Alembic
+    keeps it: one row of `alembic_version`)."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) > 1:  # pragma: no cover - syncd's revisions never branch
+        raise ConfigError(
+            f"the warehouse's alembic_version has {len(rows)} rows ({', '.join(rows)}); "
+            "syncd's migrations have a single head",
+            key="warehouse.url",
+        )
+    return rows[0] if rows else None
 
 
 def prepare(warehouse: Warehouse) -> str:
     """Bring the warehouse's schema to the newest revision (see the module docstring).
     Returns what was done: "current", "created", "stamped" (a pre-migrations warehouse) +
     "upgraded", or "upgraded"."""
-    newest = head()
+    newest = HEAD
     with warehouse.engine.connect() as conn:
         if current(conn) == newest:
             return "current"
+    from alembic import command
+
     with warehouse.begin() as conn:
         _lock(conn)
         found = current(conn)
@@ -128,7 +147,7 @@ def _create(conn: Connection) -> None:
 
     SQLModel.metadata.create_all(conn)
     views.install(conn)
-    MigrationContext.configure(conn).stamp(scripts(), "head")
+    _stamp(conn, "head")
 
 
 def _stamp_baseline(conn: Connection) -> None:
@@ -144,7 +163,13 @@ def _stamp_baseline(conn: Connection) -> None:
             "(point warehouse.url at a syncd warehouse, or at an empty database)",
             key="warehouse.url",
         )
-    MigrationContext.configure(conn).stamp(scripts(), BASELINE)
+    _stamp(conn, BASELINE)
+
+
+def _stamp(conn: Connection, revision: str) -> None:
+    from alembic.runtime.migration import MigrationContext
+
+    MigrationContext.configure(conn).stamp(scripts(), revision)
 
 
 def replace_views(conn: Connection, bodies: Mapping[str, str]) -> None:
