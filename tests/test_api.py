@@ -486,10 +486,12 @@ def test_dependencies(client: TestClient, warehouse: Warehouse) -> None:
         ("/api/v1/load-daily", {"to": "2026-13-01"}, "to"),
         ("/api/v1/value-streams", {"period": "fortnight"}, "period"),
         ("/dashboard", {"weeks": "0"}, "weeks"),
+        ("/api/v1/load-daily", {"value_stream": ["a", "b"]}, "value_stream"),
+        ("/api/v1/items", {"limit": ["5", "5"]}, "limit"),
     ],
 )
 def test_bad_filters_are_400_naming_the_parameter(
-    tmp_path: Path, path: str, params: dict[str, str], parameter: str
+    tmp_path: Path, path: str, params: dict[str, str | list[str]], parameter: str
 ) -> None:
     warehouse = populate(f"sqlite:///{tmp_path / 'w.db'}")
     response = TestClient(create_app(warehouse)).get(path, params=params)

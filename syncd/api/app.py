@@ -212,7 +212,8 @@ def _tabular(description: str) -> dict[int | str, dict[str, Any]]:
 
 
 def _allow(*names: str) -> Callable[[Request], None]:
-    """A dependency refusing query parameters an operation does not know."""
+    """A dependency refusing query parameters an operation does not know, and any given more
+    than once (each takes one value: `?value_stream=a&value_stream=b` is not "a or b")."""
     known = frozenset(names)
 
     def check(request: Request) -> None:
@@ -220,6 +221,8 @@ def _allow(*names: str) -> Callable[[Request], None]:
             if name not in known:
                 listed = ", ".join(sorted(known)) or "none"
                 raise BadFilter(name, f"unknown query parameter (this operation takes: {listed})")
+            if len(request.query_params.getlist(name)) > 1:
+                raise BadFilter(name, "given more than once; it takes one value")
 
     return check
 

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from syncd.warehouse import views
 from syncd.warehouse.models import UTCDateTime
 from syncd.warehouse.store import STREAMS, TARGETS
 
@@ -347,11 +348,18 @@ def load_daily(
     start: date | None = None,
     end: date | None = None,
 ) -> list[dict[str, Any]]:
-    """`flow_load_daily` rows, days in [start, end], ordered by value stream, flow type, day."""
-    d = FLOW_LOAD_DAILY
-    query = sa.select(d)
+    """`flow_load_daily` rows, days in [start, end], ordered by value stream, flow type, day.
+    For one value stream the view's SELECT is run with the value stream bound inside it
+    (`views.load_daily_of_one_value_stream`: SQLite would otherwise walk every history)."""
+    d: Any = FLOW_LOAD_DAILY
     if value_stream is not None:
-        query = query.where(d.c.value_stream == value_stream)
+        d = (
+            sa.text(views.load_daily_of_one_value_stream(conn.dialect.name))
+            .bindparams(value_stream=value_stream)
+            .columns(*(sa.column(c.name, c.type) for c in FLOW_LOAD_DAILY.columns))
+            .subquery("flow_load_daily")
+        )
+    query = sa.select(d)
     if flow_type is not None:
         query = query.where(d.c.flow_type == flow_type)
     if start is not None:

@@ -171,7 +171,7 @@ FROM (
             ) AS before
         FROM transitions t
         JOIN items i ON i.source = t.source AND i.item_id = t.item_id
-        WHERE i.deleted_at IS NULL
+        WHERE i.deleted_at IS NULL{steps_filter}
         UNION ALL
         {calendar}
     ) steps
@@ -187,7 +187,7 @@ _SQLITE_CALENDAR = """SELECT value_stream, flow_type, day, '' AS stage, NULL AS 
             WITH RECURSIVE calendar(value_stream, flow_type, day) AS (
                 SELECT value_stream, flow_type, date(MIN(created_at))
                 FROM items
-                WHERE deleted_at IS NULL
+                WHERE deleted_at IS NULL{calendar_filter}
                 GROUP BY value_stream, flow_type
                 UNION ALL
                 SELECT value_stream, flow_type, date(day, '+1 day')
@@ -201,7 +201,7 @@ _POSTGRESQL_CALENDAR = """SELECT s.value_stream, s.flow_type, CAST(d.day AS date
         FROM (
             SELECT value_stream, flow_type, MIN(created_at) AS first
             FROM items
-            WHERE deleted_at IS NULL
+            WHERE deleted_at IS NULL{calendar_filter}
             GROUP BY value_stream, flow_type
         ) s
         CROSS JOIN LATERAL generate_series(
@@ -283,7 +283,6 @@ def definitions(dialect: str) -> dict[str, str]:
     creation order. `flow_dependencies` comes from `syncd.dependencies`."""
     _check(dialect)
     sql = _DIALECT_SQL[dialect]
-    deltas = {f"delta_{stage}": _delta(stage) for stage in _STAGES}
     bodies = {
         "flow_items": _FLOW_ITEMS,
         "flow_transitions": _FLOW_TRANSITIONS,
@@ -294,14 +293,35 @@ def definitions(dialect: str) -> dict[str, str]:
             figures=_figures(dialect),
             figures_from=_PG_FIGURES_FROM if dialect == "postgresql" else "",
         ),
-        "flow_load_daily": _FLOW_LOAD_DAILY.format(
-            change_day=sql["change_day"], calendar=sql["calendar"].strip(), **deltas
-        ),
+        "flow_load_daily": _load_daily(dialect),
     }
     from syncd import dependencies
 
     bodies["flow_dependencies"] = dependencies.view_sql(dialect)
     return {name: bodies[name].strip() for name in VIEW_NAMES}
+
+
+def _load_daily(dialect: str, *, one_value_stream: bool = False) -> str:
+    sql = _DIALECT_SQL[dialect]
+    deltas = {f"delta_{stage}": _delta(stage) for stage in _STAGES}
+
+    def only(alias: str) -> str:
+        return f" AND {alias}value_stream = :value_stream" if one_value_stream else ""
+
+    calendar = sql["calendar"].strip().format(calendar_filter=only(""))
+    return _FLOW_LOAD_DAILY.format(
+        change_day=sql["change_day"], calendar=calendar, steps_filter=only("i."), **deltas
+    ).strip()
+
+
+def load_daily_of_one_value_stream(dialect: str) -> str:
+    """`flow_load_daily`'s SELECT for the value stream bound as `:value_stream`: the same rows
+    as the view filtered by it, with the filter applied to the items before their histories
+    are walked. PostgreSQL pushes a filter on the view down by itself; SQLite does not (it
+    walks every item's history, then filters; docs/benchmarks.md, `bench_views.py`, has
+    both timed), so the API and the dashboard ask this way."""
+    _check(dialect)
+    return _load_daily(dialect, one_value_stream=True)
 
 
 def create_views(conn: Connection, bodies: Mapping[str, str]) -> None:
