@@ -1,16 +1,22 @@
-"""Helpers shared by the end-to-end tests: the CLI with its stdout captured, and a sync whose
-retry waits are recorded instead of slept."""
+"""Helpers shared by the end-to-end tests: the CLI with its stdout captured, a sync whose
+retry waits are recorded instead of slept, and three empty trackers for scripted scenarios."""
 
 from __future__ import annotations
 
 import io
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from syncd.cli import main
 from syncd.config import Config, HttpConfig
 from syncd.http import HttpClient
+from syncd.simulator.github import GitHubSimulator
+from syncd.simulator.gitlab import GitLabSimulator
+from syncd.simulator.jira import JiraSimulator
 from syncd.sync import SourceResult, sync_all
 from syncd.warehouse.store import Warehouse
 
@@ -55,3 +61,28 @@ def jira_toml(
         encoding="utf-8",
     )
     return path
+
+
+@dataclass
+class Trackers:
+    """One simulator per tracker, for a scenario spanning them."""
+
+    jira: JiraSimulator
+    github: GitHubSimulator
+    gitlab: GitLabSimulator
+
+
+@contextmanager
+def empty_trackers(anchor: datetime, email: str, token: str) -> Iterator[Trackers]:
+    """Jira, GitHub (repository `acme/checkout-web`) and GitLab (project `payments/api`)
+    simulators with no items yet: a test scripts its scenario into them."""
+    with (
+        JiraSimulator(items=0, seed=1, anchor=anchor, email=email, token=token) as jira,
+        GitHubSimulator(
+            repos=("acme/checkout-web",), issues=0, pulls=0, anchor=anchor, token=token
+        ) as github,
+        GitLabSimulator(
+            projects=("payments/api",), issues=0, merge_requests=0, anchor=anchor, token=token
+        ) as gitlab,
+    ):
+        yield Trackers(jira, github, gitlab)

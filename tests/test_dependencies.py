@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,8 @@ from syncd.dependencies import (
 )
 from syncd.domain import FlowItem, Link, Stage, Transition
 from syncd.mapping import FlowTypeRules, StageOverrides
-from syncd.simulator.github import GitHubSimulator
-from syncd.simulator.gitlab import GitLabSimulator
-from syncd.simulator.jira import JiraSimulator
 from syncd.warehouse.store import Warehouse
-from tests.helpers import cli, jira_toml
+from tests.helpers import Trackers, cli, empty_trackers, jira_toml
 
 D = 86400.0
 NOW = datetime(2025, 2, 1, tzinfo=UTC)
@@ -574,25 +570,10 @@ def at(day: int, hour: int = 0) -> datetime:
     return datetime(2026, 3, day, hour, tzinfo=UTC)
 
 
-@dataclass
-class Trackers:
-    jira: JiraSimulator
-    github: GitHubSimulator
-    gitlab: GitLabSimulator
-
-
 @pytest.fixture
 def trackers() -> Iterator[Trackers]:
-    anchor = at(20)
-    with (
-        JiraSimulator(items=0, seed=1, anchor=anchor, email=EMAIL, token=TOKEN) as jira,
-        GitHubSimulator(
-            repos=("acme/checkout-web",), issues=0, pulls=0, anchor=anchor, token=TOKEN
-        ) as github,
-        GitLabSimulator(
-            projects=("payments/api",), issues=0, merge_requests=0, anchor=anchor, token=TOKEN
-        ) as gitlab,
-    ):
+    with empty_trackers(at(20), EMAIL, TOKEN) as three:
+        jira, github, gitlab = three.jira, three.github, three.gitlab
         ops1 = jira.add_issue(key="OPS-1", issue_type="Story", created=at(1))
         jira.transition(ops1, "In Progress", at(2))
         jira.transition(ops1, "Done", at(6))
@@ -622,7 +603,7 @@ def trackers() -> Iterator[Trackers]:
             body=f"Depends on payments/api#{issue}",
         )
         assert ops2 == "OPS-2"
-        yield Trackers(jira, github, gitlab)
+        yield three
 
 
 @pytest.fixture

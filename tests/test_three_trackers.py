@@ -25,18 +25,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from syncd.simulator.github import GitHubSimulator
-from syncd.simulator.gitlab import GitLabSimulator
-from syncd.simulator.jira import JiraSimulator
 from syncd.warehouse.store import Warehouse
-from tests.helpers import cli, jira_toml
+from tests.helpers import Trackers, cli, empty_trackers, jira_toml
 
 D = 86400.0
 EMAIL, TOKEN = "bot@example.com", "sim-token-three"
@@ -47,25 +43,10 @@ def at(day: int, hour: int = 0) -> datetime:
     return datetime(2026, 3, day, hour, tzinfo=UTC)
 
 
-@dataclass
-class Trackers:
-    jira: JiraSimulator
-    github: GitHubSimulator
-    gitlab: GitLabSimulator
-
-
 @pytest.fixture
 def trackers() -> Iterator[Trackers]:
-    anchor = at(20)
-    with (
-        JiraSimulator(items=0, seed=1, anchor=anchor, email=EMAIL, token=TOKEN) as jira,
-        GitHubSimulator(
-            repos=("acme/checkout-web",), issues=0, pulls=0, anchor=anchor, token=TOKEN
-        ) as github,
-        GitLabSimulator(
-            projects=("payments/api",), issues=0, merge_requests=0, anchor=anchor, token=TOKEN
-        ) as gitlab,
-    ):
+    with empty_trackers(at(20), EMAIL, TOKEN) as three:
+        jira, github, gitlab = three.jira, three.github, three.gitlab
         ops1 = jira.add_issue(key="OPS-1", issue_type="Story", created=at(1))
         jira.transition(ops1, "In Progress", at(2))
         jira.transition(ops1, "Done", at(10))
@@ -104,7 +85,7 @@ def trackers() -> Iterator[Trackers]:
         gitlab.merge(project, mr, at(6))
         issue = gitlab.add_issue(project, created=at(2), labels=("feature",))
         gitlab.add_label(project, "issue", issue, "workflow::in progress", at(9))
-        yield Trackers(jira, github, gitlab)
+        yield three
 
 
 @pytest.fixture(autouse=True)
