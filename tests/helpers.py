@@ -71,6 +71,25 @@ class Trackers:
     github: GitHubSimulator
     gitlab: GitLabSimulator
 
+    def sources_toml(self, token_env: str) -> str:
+        """The config's GitHub (`gh`) and GitLab (`gl`) sources for these simulators (the
+        Jira source comes from `jira_toml`)."""
+        return f"""
+[[sources]]
+name = "gh"
+kind = "github"
+url = "{self.github.base_url}"
+token_env = "{token_env}"
+repos = ["acme/checkout-web"]
+
+[[sources]]
+name = "gl"
+kind = "gitlab"
+url = "{self.gitlab.base_url}"
+token_env = "{token_env}"
+projects = ["payments/api"]
+"""
+
 
 @contextmanager
 def empty_trackers(anchor: datetime, email: str, token: str) -> Iterator[Trackers]:

@@ -612,21 +612,7 @@ def synced(
 ) -> Path:
     monkeypatch.setenv("SIM_EMAIL", EMAIL)
     monkeypatch.setenv("SIM_TOKEN", TOKEN)
-    more = f"""
-[[sources]]
-name = "gh"
-kind = "github"
-url = "{trackers.github.base_url}"
-token_env = "SIM_TOKEN"
-repos = ["acme/checkout-web"]
-
-[[sources]]
-name = "gl"
-kind = "gitlab"
-url = "{trackers.gitlab.base_url}"
-token_env = "SIM_TOKEN"
-projects = ["payments/api"]
-
+    more = f"""{trackers.sources_toml("SIM_TOKEN")}
 [[value_streams]]
 name = "Checkout"
 scopes = [{{ source = "jira", projects = ["SHOP"] }}, {{ source = "gh" }}]

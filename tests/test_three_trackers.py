@@ -98,21 +98,7 @@ def write_config(path: Path, trackers: Trackers, warehouse_url: str) -> Path:
     more = f"""
 [sources.stages]
 "Blocked" = "waiting"
-
-[[sources]]
-name = "gh"
-kind = "github"
-url = "{trackers.github.base_url}"
-token_env = "SIM_TOKEN"
-repos = ["acme/checkout-web"]
-
-[[sources]]
-name = "gl"
-kind = "gitlab"
-url = "{trackers.gitlab.base_url}"
-token_env = "SIM_TOKEN"
-projects = ["payments/api"]
-
+{trackers.sources_toml("SIM_TOKEN")}
 [[value_streams]]
 name = "Checkout"
 target_distribution = {{ feature = 0.5, defect = 0.25, debt = 0.25 }}
