@@ -50,7 +50,7 @@ from syncd.config import (
     scope_of,
 )
 from syncd.domain import FlowItem
-from syncd.errors import SkippableRecord
+from syncd.errors import ConfigError, SkippableRecord
 from syncd.metrics import ledger as metric_ledger
 from syncd.streams import ValueStreams
 from syncd.warehouse.reads import chunks
@@ -183,6 +183,39 @@ class FetchLog(Generic[H]):
         history was never fetched."""
         fetch = self._fetches.get(handle)
         return [raw_id for part in fetch.parts.values() for raw_id in part] if fetch else []
+
+
+class NumberedRebuilder:
+    """What the rebuilders of trackers whose items are numbered within a container (a GitHub
+    repository, a GitLab project's issues or merge requests) share: the source's config and
+    mapping, each item's newest record (raw page, container, number) and the raw pages of
+    its newest history fetch. Subclasses scan and build."""
+
+    #: the config class the tracker's sources have, and the tracker's name for messages
+    config_type: type[SourceConfig]
+    tracker: str
+
+    def __init__(self, config: SourceConfig) -> None:
+        if not isinstance(config, self.config_type):
+            raise ConfigError(f"source {config.name!r} is not a {self.tracker} source")
+        self.config = config
+        self.mapping = self.mapping_of(config)
+        #: item id → (raw page of its newest record, container, number)
+        self._records: dict[str, tuple[int, str, int]] = {}
+        self._histories: FetchLog[tuple[str, int]] = FetchLog()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(source={self.config.name!r})"
+
+    def mapping_of(self, config: Any) -> Any:
+        """The connector's mapping for the source (stages, flow types...)."""
+        raise NotImplementedError
+
+    def plan(self) -> dict[str, list[int]]:
+        return {
+            item_id: [record, *self._histories.pages((container, number))]
+            for item_id, (record, container, number) in self._records.items()
+        }
 
 
 class Rebuilder(Protocol):

@@ -25,11 +25,10 @@ from typing import Any
 from connectors.github.connector import item_of, mapping_of, pull_refs
 from connectors.github.parse import events_from_graphql, events_from_rest
 from connectors.github.settings import GitHubSourceConfig
-from syncd.config import SourceConfig, scope_of
+from syncd.config import scope_of
 from syncd.domain import FlowItem
-from syncd.errors import ConfigError
 from syncd.renormalise import (
-    FetchLog,
+    NumberedRebuilder,
     RawsMissing,
     ScopeFilter,
     StoredRaw,
@@ -47,21 +46,16 @@ _GRAPHQL, _REST = "graphql", "rest"
 _NARROWABLE = frozenset({"repos", "orgs"})
 
 
-class GitHubRebuilder:
+class GitHubRebuilder(NumberedRebuilder):
     """Issues and pull requests of one GitHub source from its raw pages, with the source's
-    current mapping."""
+    current mapping (containers: repositories; histories: timelines)."""
 
-    def __init__(self, config: SourceConfig) -> None:
-        if not isinstance(config, GitHubSourceConfig):
-            raise ConfigError(f"source {config.name!r} is not a GitHub source")
-        self.config = config
-        self.mapping = mapping_of(config)
-        #: item id → (raw page of its newest record, repository, number)
-        self._records: dict[str, tuple[int, str, int]] = {}
-        self._timelines: FetchLog[tuple[str, int]] = FetchLog()
+    config_type = GitHubSourceConfig
+    tracker = "GitHub"
+    config: GitHubSourceConfig
 
-    def __repr__(self) -> str:
-        return f"GitHubRebuilder(source={self.config.name!r})"
+    def mapping_of(self, config: Any) -> Any:
+        return mapping_of(config)
 
     def scan(self, raw: StoredRaw) -> None:
         repo = raw.stream
@@ -73,22 +67,16 @@ class GitHubRebuilder:
             query = str(raw.params.get("query") or "")
             first = 'after: "' not in query  # a continuation pages one item's timeline
             for number in _nodes(raw):
-                self._timelines.add((repo, number), _GRAPHQL, raw, first_page=first)
+                self._histories.add((repo, number), _GRAPHQL, raw, first_page=first)
         elif raw.method == "GET" and (match := _TIMELINE.search(raw.url)):
             first = not (_NEXT_PAGE_KEYS & raw.params.keys())
-            self._timelines.add((repo, int(match["number"])), _REST, raw, first_page=first)
-
-    def plan(self) -> dict[str, list[int]]:
-        return {
-            item_id: [record, *self._timelines.pages((repo, number))]
-            for item_id, (record, repo, number) in self._records.items()
-        }
+            self._histories.add((repo, int(match["number"])), _REST, raw, first_page=first)
 
     def build(self, item_id: str, raws: Mapping[int, StoredRaw]) -> FlowItem:
         record, repo, number = self._records[item_id]
         entry = _entries_by_id(raws[record])[item_id]
         key = f"{repo}#{number}"
-        fetch = self._timelines.get((repo, number))
+        fetch = self._histories.get((repo, number))
         closing: list[tuple[str, list[str]]] = []
         branch: str | None = None
         if fetch is not None and fetch.parts.get(_GRAPHQL):

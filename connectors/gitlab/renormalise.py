@@ -24,12 +24,11 @@ from typing import Any
 from connectors.gitlab.connector import item_of, mapping_of, wants_notes
 from connectors.gitlab.parse import note_times_ambiguous, notes_from_graphql, parse_links
 from connectors.gitlab.settings import GitLabSourceConfig
-from syncd.config import SourceConfig, scope_of
+from syncd.config import scope_of
 from syncd.domain import FlowItem, Link
-from syncd.errors import ConfigError
 from syncd.renormalise import (
     Fetch,
-    FetchLog,
+    NumberedRebuilder,
     RawsMissing,
     ScopeFilter,
     StoredRaw,
@@ -58,21 +57,16 @@ _STATE, _LABEL, _NOTES, _LINKS, _GRAPHQL = (
 _NARROWABLE = frozenset({"projects", "groups", "work_item_status"})
 
 
-class GitLabRebuilder:
+class GitLabRebuilder(NumberedRebuilder):
     """Issues and merge requests of one GitLab source from its raw pages, with the source's
-    current mapping."""
+    current mapping (containers: `project:issues` / `project:merge_requests` streams)."""
 
-    def __init__(self, config: SourceConfig) -> None:
-        if not isinstance(config, GitLabSourceConfig):
-            raise ConfigError(f"source {config.name!r} is not a GitLab source")
-        self.config = config
-        self.mapping = mapping_of(config)
-        #: item id → (raw page of its newest record, stream, iid)
-        self._records: dict[str, tuple[int, str, int]] = {}
-        self._histories: FetchLog[tuple[str, int]] = FetchLog()
+    config_type = GitLabSourceConfig
+    tracker = "GitLab"
+    config: GitLabSourceConfig
 
-    def __repr__(self) -> str:
-        return f"GitLabRebuilder(source={self.config.name!r})"
+    def mapping_of(self, config: Any) -> Any:
+        return mapping_of(config)
 
     def scan(self, raw: StoredRaw) -> None:
         project, _, kind = raw.stream.rpartition(":")
@@ -104,12 +98,6 @@ class GitLabRebuilder:
         ):
             iid = int(variables["iid"])
             self._histories.add((raw.stream, iid), _GRAPHQL, raw, first_page=False)
-
-    def plan(self) -> dict[str, list[int]]:
-        return {
-            item_id: [record, *self._histories.pages((stream, iid))]
-            for item_id, (record, stream, iid) in self._records.items()
-        }
 
     def build(self, item_id: str, raws: Mapping[int, StoredRaw]) -> FlowItem:
         record, stream, iid = self._records[item_id]
