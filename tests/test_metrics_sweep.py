@@ -3,8 +3,11 @@ day records that round-trip, item facts, and the dirt a change records."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import zlib
+from array import array
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
@@ -140,6 +143,19 @@ def test_an_opening_rides_along_a_day_record_exactly(opening: list[list[int]]) -
     assert decode_opening(text) == opening
     assert decode_day(text) == (load, finished)  # the day itself reads as without it
     assert decode_opening(encode_day(load, finished)) is None
+
+
+def test_openings_written_in_the_earlier_deflated_form_still_read() -> None:
+    opening = [[5, 9, 40], [], [7], [1, 2], [2**40]]
+    values = array("q", [len(starts) for starts in opening])
+    for starts in opening:  # the form before: each type's differences
+        values.extend(b - a for a, b in zip((0, *starts), starts, strict=False))
+    packed = base64.b64encode(zlib.compress(values.tobytes(), 1)).decode("ascii")
+    load = Load((1,) * SLOTS, (2,) * SLOTS, ((None, None, None),) * SLOTS)
+    record = json.loads(encode_day(load, Finished()))
+    earlier = json.dumps([*record, packed])
+    assert decode_opening(earlier) == opening
+    assert decode_day(earlier) == (load, Finished())
 
 
 def _valid_events(
