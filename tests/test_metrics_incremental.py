@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from datetime import UTC, datetime, timedelta
@@ -172,12 +173,44 @@ def warehouse(warehouse_url: str) -> Warehouse:
     ]
 )
 def test_incremental_equals_full_recompute(warehouse: Warehouse, changes: list[tuple]) -> None:  # type: ignore[type-arg]
+    apply_and_compare(warehouse, changes)
+
+
+@settings(
+    max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(changes=st.lists(change, min_size=1, max_size=8))
+def test_incremental_equals_full_recompute_amid_work_in_progress(
+    warehouse: Warehouse,
+    changes: list[tuple],  # type: ignore[type-arg]
+) -> None:
+    """The same, with an item in progress all along in each value stream: no day has an
+    empty load, so the days where items finished are changed by the finish changes the
+    dirt carries rather than read again (see `_Update._difference`)."""
+    apply_and_compare(warehouse, changes, background=True)
+
+
+def apply_and_compare(
+    warehouse: Warehouse,
+    changes: list[tuple],  # type: ignore[type-arg]
+    background: bool = False,
+) -> None:
+    """Commit each change as a sync would, update the metrics and compare every stored row
+    with a computation from the transitions; then again after time passes."""
     with warehouse.begin() as conn:
         for table in TABLES:
             conn.execute(sa.text(f"delete from {table}"))
     as_of = T0
     current: dict[int, list[Transition]] = {}
     live: set[str] = set()
+    if background:
+        started = history(T0 - timedelta(days=60), [(1, Stage.ACTIVE)])
+        items = [item(100 + i, vs, "debt", started) for i, vs in enumerate("AB")]
+        page = Page(raws=[], items=items, cursor=Cursor(watermark=as_of))
+        warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
+        live |= {it.id for it in items}
     for n, vs, flow_type, created_h, steps, passing_h, extend, event in changes:
         # with a skewed clock the tracker reports transitions up to 12 hours ahead
         horizon = as_of + timedelta(hours=12 if event == "skew" else 0)
@@ -266,6 +299,88 @@ def test_touched_among_is_touched_periods_restricted(
     assert touched_among(kind, item_figures(transitions, as_of), as_of, starts) == expected
 
 
+finished = st.tuples(
+    st.integers(24, 24 * 40),  # created, hours before the first update
+    st.integers(1, 24 * 5),  # then in progress, hours (ends before the first update)
+    st.sampled_from([Stage.DONE, Stage.CANCELED]),
+    st.sampled_from(FLOW_TYPES),
+)
+finish_step = st.tuples(
+    st.integers(0, 7),  # which item
+    # reopen after the last update, or before it (a late arrival), or after the as-of time
+    # (a tracker clock running ahead); switch done <-> canceled; close again (Done ->
+    # Closed, the same stage); finish again; rewrite the history with an earlier work end
+    st.sampled_from(["reopen", "late", "ahead", "switch", "close", "finish", "rewrite"]),
+    st.integers(2, 24 * 3),  # hours passing before the update
+)
+
+
+@settings(
+    max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "30")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ends=st.lists(finished, min_size=8, max_size=8), steps=st.lists(finish_step, max_size=6))
+def test_finish_changes_keep_finished_days_exact(
+    warehouse: Warehouse,
+    ends: list[tuple[int, int, Stage, str]],
+    steps: list[tuple[int, str, int]],
+) -> None:
+    """Items that finished long ago change after an update: the days they finished on are
+    changed by the finish changes the dirt carries (an item in progress all along keeps
+    every day's load non-empty), and must equal a computation from the transitions."""
+    with warehouse.begin() as conn:
+        for table in TABLES:
+            conn.execute(sa.text(f"delete from {table}"))
+    as_of = T0
+    histories: dict[int, list[Transition]] = {
+        100: history(T0 - timedelta(days=60), [(1, Stage.ACTIVE)])
+    }
+    types = {100: "debt"}
+    for n, (created_h, busy_h, outcome, flow_type) in enumerate(ends):
+        busy = min(busy_h, created_h - 2)  # finished before the first update
+        created = T0 - timedelta(hours=created_h)
+        histories[n] = history(created, [(1, Stage.ACTIVE), (busy, outcome)])
+        types[n] = flow_type
+
+    def commit(ids: list[int], now: datetime) -> None:
+        items = [item(n, "A", types[n], histories[n]) for n in ids]
+        page = Page(raws=[], items=items, cursor=Cursor(watermark=now))
+        warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=now)
+
+    def moved(n: int, at: datetime, state: str, stage: Stage) -> None:
+        prev = histories[n][-1]
+        histories[n] = [*histories[n], Transition(at, prev.to_state, state, prev.to_stage, stage)]
+
+    commit(sorted(histories), as_of)
+    assert update_metrics(warehouse, as_of=as_of).full
+    for n, action, hours in steps:
+        previous, as_of = as_of, as_of + timedelta(hours=hours)
+        last = histories[n][-1]
+        if action == "rewrite" and last.to_stage.terminal:
+            earlier = last.at - timedelta(hours=1, seconds=n)
+            if earlier > histories[n][-2].at:
+                histories[n] = [*histories[n][:-1], dataclasses.replace(last, at=earlier)]
+        elif action in ("reopen", "late", "ahead") and last.to_stage.terminal:
+            at = {
+                "reopen": as_of - timedelta(minutes=30),
+                "late": previous - timedelta(minutes=30),
+                "ahead": as_of + timedelta(hours=2),
+            }[action]
+            if at > last.at:
+                moved(n, at, "active", Stage.ACTIVE)
+        elif action == "switch" and last.to_stage.terminal:
+            other = Stage.CANCELED if last.to_stage is Stage.DONE else Stage.DONE
+            moved(n, as_of - timedelta(minutes=20), other.value, other)
+        elif action == "close" and last.to_stage is Stage.DONE:
+            moved(n, as_of - timedelta(minutes=10), "closed", Stage.DONE)
+        elif action == "finish" and last.to_stage.in_progress:
+            moved(n, as_of - timedelta(minutes=5), "done", Stage.DONE)
+        commit([n], as_of)
+        assert not update_metrics(warehouse, as_of=as_of).full
+        assert actual_rows(warehouse) == expected_rows(warehouse, as_of)
+
+
 def test_reopening_an_old_item_rewrites_its_old_periods_only(warehouse: Warehouse) -> None:
     as_of = T0
     items = [
@@ -288,6 +403,34 @@ def test_reopening_an_old_item_rewrites_its_old_periods_only(warehouse: Warehous
     # in between, where the item was done then and is still done now
     assert stats.buckets <= 12
     assert stats.items_read < 100
+
+
+def test_reopening_an_item_changes_its_old_day_without_reading_the_days_other_items(
+    warehouse: Warehouse,
+) -> None:
+    as_of = T0
+    busy = [
+        item(i, "A", "debt", history(as_of - timedelta(days=90), [(0, Stage.ACTIVE)]))
+        for i in range(5)  # in progress all along: the old day's load is not empty
+    ]
+    same_day = [
+        item(10 + i, "A", "defect", history(as_of - timedelta(days=60, hours=i), steps))
+        for i in range(20)
+        for steps in ([(1, Stage.ACTIVE), (30 + i, Stage.DONE)],)
+    ]
+    done = history(as_of - timedelta(days=60), [(2, Stage.ACTIVE), (40, Stage.DONE)])
+    page = Page(raws=[], items=[*busy, *same_day, item(99, "A", "feature", done)], cursor=Cursor())
+    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
+    assert update_metrics(warehouse, as_of=as_of).full
+    later = as_of + timedelta(hours=1)
+    reopened = [*done, Transition(later, "done", "active", Stage.DONE, Stage.ACTIVE)]
+    page = Page(raws=[], items=[item(99, "A", "feature", reopened)], cursor=Cursor())
+    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=later)
+    stats = update_metrics(warehouse, as_of=later)
+    assert actual_rows(warehouse) == expected_rows(warehouse, later)
+    # the reopen's run mark carries the finish it takes out of the old day: the 20 other
+    # items done around it are not read again (the update reads today's facts only)
+    assert stats.items_read < 20
 
 
 def test_a_warehouse_without_facts_gets_them_and_a_full_recompute(warehouse: Warehouse) -> None:

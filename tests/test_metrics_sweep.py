@@ -14,18 +14,21 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.domain import Stage, Transition
+from syncd.domain import FLOW_TYPES, Stage, Transition
 from syncd.metrics.compute import AgeStats, FlowTimeStats, percentile, percentile_sorted
 from syncd.metrics.facts import (
     COVER,
     FINISH,
     FLOW,
     Dirt,
+    FinishChange,
+    RunMark,
     Version,
     from_us,
     item_changes,
     item_facts,
     merge_dirt,
+    run_changes,
     seconds,
     to_us,
 )
@@ -294,12 +297,17 @@ def test_item_facts_match_the_timeline_and_mark_run_changes() -> None:
     )
     us = lambda h: to_us(T0 + timedelta(hours=h))  # noqa: E731
     assert f.segments == ((us(1), us(5)), (us(9), us(12)))
-    assert f.run_marks == ((us(5), us(6), False), (us(5), us(9), True))
+    # each mark keeps the finish the run held until then: done, then canceled, 4 h each
+    held = 4 * 3600.0
+    assert f.run_marks == (
+        RunMark(us(5), us(6), False, True, held, held),
+        RunMark(us(5), us(9), True, False, held, held),
+    )
     assert f.last_at == us(13)
     # as of 7 o'clock the item is canceled since 5, and nothing later is known
     early = item_facts(history, T0 + timedelta(hours=7))
     assert early.work_end == us(5) and early.outcome is Stage.CANCELED
-    assert early.run_marks == ((us(5), us(6), False),)
+    assert early.run_marks == (RunMark(us(5), us(6), False, True, held, held),)
 
 
 def test_a_reopen_dirties_its_old_end_and_covers_the_time_done() -> None:
@@ -310,7 +318,9 @@ def test_a_reopen_dirties_its_old_end_and_covers_the_time_done() -> None:
     us = lambda h: to_us(T0 + timedelta(hours=h))  # noqa: E731
     dirt = item_changes(before, after, T0 + timedelta(hours=40))
     assert Dirt("vs", FLOW, us(30) - 1, None) in dirt
-    assert Dirt("vs", FINISH, us(5), us(5)) in dirt
+    # the old finish leaves its day's done items, and the dirt says with which figures
+    left = FinishChange(-1, "defect", True, 4 * 3600.0, 4 * 3600.0)
+    assert Dirt("vs", FINISH, us(5), us(5), left) in dirt
     assert Dirt("vs", COVER, us(5), us(30) - 1) in dirt
     # seen from before the reopen happened, nothing changed
     assert item_changes(before, after, T0 + timedelta(hours=20)) == []
@@ -328,7 +338,49 @@ def test_a_new_flow_type_dirties_both_versions_whole() -> None:
     assert dirt == [Dirt("a", FLOW, us(1) - 1, us(5)), Dirt("b", FLOW, us(1) - 1, us(5))]
 
 
+def test_run_changes_take_out_the_finish_the_run_held() -> None:
+    switch = RunMark(100, 200, False, True, 30.0, 10.0)
+    assert run_changes("vs", "risk", switch) == [
+        Dirt("vs", FINISH, 100, 100, FinishChange(-1, "risk", True, 30.0, 10.0)),
+        Dirt("vs", FINISH, 100, 100, FinishChange(1, "risk", False, 30.0, 10.0)),
+    ]
+    leave = RunMark(100, 300, True, False, 30.0, 10.0)
+    assert run_changes("vs", "risk", leave) == [
+        Dirt("vs", FINISH, 100, 100, FinishChange(-1, "risk", False, 30.0, 10.0)),
+        Dirt("vs", COVER, 100, 299),
+    ]
+    # a mark written before the finish was kept: the day is read again
+    assert run_changes("vs", "risk", RunMark(100, 300, True)) == [
+        Dirt("vs", FINISH, 100, 100),
+        Dirt("vs", COVER, 100, 299),
+    ]
+
+
+def test_finish_changes_change_a_days_done_items_as_reading_them_again_would() -> None:
+    day = [
+        Finish(0, True, 1, 3.5, 1.0),
+        Finish(0, True, 1, 7.0, 7.0),
+        Finish(0, True, 0, None, None),
+    ]
+    before = Finished.of(day)
+    changes = [
+        FinishChange(-1, FLOW_TYPES[1], True, 7.0, 7.0),  # reopened
+        FinishChange(-1, FLOW_TYPES[0], True, None, None),  # done without a work start
+        FinishChange(1, FLOW_TYPES[3], True, 2.0, 0.5),  # a late finish
+        FinishChange(1, FLOW_TYPES[3], False, 9.0, 9.0),  # canceled: counts in nothing
+        FinishChange(1, FLOW_TYPES[2], True, 4.0, 1.0),  # added, then taken out again
+        FinishChange(-1, FLOW_TYPES[2], True, 4.0, 1.0),
+    ]
+    after = before.changed_by(changes)
+    assert after == Finished.of([day[0], Finish(0, True, 3, 2.0, 0.5)])
+    assert before == Finished.of(day)  # a copy: the stored record is not changed
+    # an item that is not among the day's done items: the day must be read again
+    assert before.changed_by([FinishChange(-1, FLOW_TYPES[1], True, 3.5, 2.0)]) is None
+    assert before.changed_by([FinishChange(-1, FLOW_TYPES[4], True, None, None)]) is None
+
+
 def test_merge_dirt_joins_overlapping_and_open_spans() -> None:
+    change = FinishChange(-1, "feature", True, 1.0, 0.5)
     merged = merge_dirt(
         [
             Dirt("a", FLOW, 10, 20),
@@ -337,9 +389,13 @@ def test_merge_dirt_joins_overlapping_and_open_spans() -> None:
             Dirt("a", FLOW, 50, 60),
             Dirt("a", FINISH, 5, 5),
             Dirt("b", FLOW, 0, 1),
+            Dirt("a", FINISH, 7, 7, change),
+            Dirt("a", FINISH, 7, 7, change),  # two items with the same figures
         ]
     )
     assert merged == [
+        Dirt("a", FINISH, 7, 7, change),
+        Dirt("a", FINISH, 7, 7, change),
         Dirt("a", FINISH, 5, 5),
         Dirt("a", FLOW, 10, 30),
         Dirt("a", FLOW, 40, None),

@@ -35,6 +35,7 @@ from syncd.metrics.figures import item_figures
 from syncd.metrics.incremental import update_metrics
 from syncd.warehouse import migrations, views
 from syncd.warehouse.migrations import BASELINE
+from syncd.warehouse.migrations.versions import r0003_finish_changes as r0003
 from syncd.warehouse.store import Warehouse, create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -288,6 +289,10 @@ def test_a_previous_release_warehouse_keeps_every_row_and_answers_through_the_vi
     after = dump(warehouse.engine)
     labels = [row.pop("labels") for row in after["items"]]
     assert labels == ["[]"] * 4
+    # revision 0003: dirt and run marks kept before it carry no finish change
+    for table, columns in r0003.COLUMNS.items():
+        for row in after[table]:
+            assert [row.pop(c) for c in columns] == [None] * len(columns)
     assert after == before
     with warehouse.engine.connect() as conn:
         assert migrations.current(conn) == migrations.head()

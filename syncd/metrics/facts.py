@@ -19,14 +19,17 @@ reflect the histories cut at `P`), dirties instants in three scopes:
   recomputed entirely.
 - ``finish``: the old and new work ends when the finished-item figures changed; buckets
   containing them recompute velocity, flow time and efficiency (their load cannot have
-  changed) and whether any item still touches them.
+  changed) and whether any item still touches them. Each carries its change (`FinishChange`:
+  the old finish leaving its day, the new one entering), so that the update can change the
+  day's stored done items instead of reading them all again.
 - ``cover``: a reopened item now touches the buckets between its old work end and the
   reopen, where it was done and still is: their content is unchanged, but the ones that had
   no rows must get them.
 
 What happened after `P` is dirtied at update time: the span from `P` to the new as-of time
 (``flow``), and the runs of done/canceled that began before `P` and changed since
-(``finish`` at the run's start; after a leave, ``cover`` up to it).
+(``finish`` at the run's start, carrying the finish the run held as its facts keep it,
+`RunMark`; after a leave, ``cover`` up to it).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from syncd.domain import Stage, Transition, utc
 from syncd.metrics.figures import ItemTimeline, item_timeline, stage_steps
@@ -79,6 +83,32 @@ def seconds(us: int) -> float:
 Segment = tuple[int, int | None]
 
 
+class RunMark(NamedTuple):
+    """A change inside a run of done/canceled after it began (see `_run_marks`), with the
+    item's finish as the run held it until then: done (or canceled), flow and active
+    seconds. `done` is None when that finish is not known (facts written before it was
+    kept)."""
+
+    run_start: int
+    at: int
+    left: bool
+    done: bool | None = None
+    flow_time_s: float | None = None
+    active_s: float | None = None
+
+
+class FinishChange(NamedTuple):
+    """An item's finish entering (`sign` 1) or leaving (-1) the done items of the day of
+    its work end: what a day's stored done items need to follow the change without reading
+    the day's other items."""
+
+    sign: int
+    flow_type: str
+    done: bool
+    flow_time_s: float | None
+    active_s: float | None
+
+
 @dataclass(frozen=True, slots=True)
 class ItemFacts:
     """One item's facts as the aggregates read them (see the module docstring)."""
@@ -89,9 +119,8 @@ class ItemFacts:
     flow_time_s: float | None
     active_s: float | None
     segments: tuple[Segment, ...]
-    #: changes to runs of done/canceled after they began: (run start, instant, left) where
-    #: left tells a leave (a reopen) from an outcome switching between done and canceled
-    run_marks: tuple[tuple[int, int, bool], ...]
+    #: changes to runs of done/canceled after they began
+    run_marks: tuple[RunMark, ...]
     last_at: int | None
 
 
@@ -115,7 +144,10 @@ def item_facts(
             (to_us(start), None if end is None else to_us(end))
             for start, end in timeline.in_progress
         ),
-        run_marks=_run_marks(transitions, as_of),
+        run_marks=tuple(
+            RunMark(start, at, left, *_finish_before(transitions, start, at))
+            for start, at, left in _run_marks(transitions, as_of)
+        ),
         last_at=to_us(max(t.at for t in transitions)) if transitions else None,
     )
 
@@ -149,15 +181,28 @@ def _run_marks(
     return tuple((start, at, left) for (start, at), left in sorted(marks.items()))
 
 
+def _finish_before(
+    transitions: Sequence[Transition], run_start: int, at: int
+) -> tuple[bool | None, float | None, float | None]:
+    """The finish a run of done/canceled beginning at `run_start` held just before `at`:
+    whether done, its flow and active seconds."""
+    f = item_timeline(transitions, from_us(at - 1)).figures
+    if f.work_end is None or f.outcome is None or to_us(f.work_end) != run_start:
+        return None, None, None  # pragma: no cover - a run's start is the work end before
+    return f.outcome is Stage.DONE, f.flow_time_s, f.active_s
+
+
 @dataclass(frozen=True, slots=True)
 class Dirt:
     """Instants ``[start, end]`` (microseconds, inclusive; end None: up to the as-of time) of
-    a value stream whose buckets need recomputing in `scope`."""
+    a value stream whose buckets need recomputing in `scope`. A ``finish`` dirt of one
+    instant may carry the `change` it makes to the done items of that instant's day."""
 
     value_stream: str
     scope: str
     start: int
     end: int | None
+    change: FinishChange | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +261,14 @@ def item_changes(old: Version | None, new: Version, as_of: datetime) -> list[Dir
     finished_o = (fo.work_end, fo.outcome, fo.flow_time_s, fo.active_s)
     finished_n = (fn.work_end, fn.outcome, fn.flow_time_s, fn.active_s)
     if finished_o != finished_n:
-        out.extend(Dirt(vs, FINISH, t, t) for t in (fo.work_end, fn.work_end) if t is not None)
+        for sign, f in ((-1, fo), (1, fn)):
+            if f.work_end is None:
+                continue
+            change = None
+            if f.outcome is not None:
+                done = f.outcome is Stage.DONE
+                change = FinishChange(sign, new.flow_type, done, f.flow_time_s, f.active_s)
+            out.append(Dirt(vs, FINISH, f.work_end, f.work_end, change))
     # Before `d` both versions have the same stages; their touched ranges differ there only
     # when one of them ended before `d` and the other did not.
     if fo.work_start is not None:
@@ -234,22 +286,35 @@ def item_removed(old: Version, as_of: datetime) -> list[Dirt]:
     return _whole(old.value_stream, _cut(old, as_of)[1])
 
 
-def run_changes(value_stream: str, run_start: int, at: int, left: bool) -> list[Dirt]:
+def run_changes(value_stream: str, flow_type: str, mark: RunMark) -> list[Dirt]:
     """The dirt of a change to a run of done/canceled made after the last update (the last
-    update saw the run as the item's end): the work end's figures changed, and after a
-    leave the item also touches the time it spent in the run."""
-    dirt = [Dirt(value_stream, FINISH, run_start, run_start)]
-    if left:
-        dirt.append(Dirt(value_stream, COVER, run_start, at - 1))
+    update saw the run as the item's end): the work end's figures changed (the finish the
+    run held leaves its day; after an outcome switch it comes back with the other outcome),
+    and after a leave the item also touches the time it spent in the run."""
+    start = mark.run_start
+    if mark.done is None:
+        dirt = [Dirt(value_stream, FINISH, start, start)]
+    else:
+        held = FinishChange(-1, flow_type, mark.done, mark.flow_time_s, mark.active_s)
+        dirt = [Dirt(value_stream, FINISH, start, start, held)]
+        if not mark.left:
+            switched = held._replace(sign=1, done=not mark.done)
+            dirt.append(Dirt(value_stream, FINISH, start, start, switched))
+    if mark.left:
+        dirt.append(Dirt(value_stream, COVER, start, mark.at - 1))
     return dirt
 
 
 def merge_dirt(dirt: Iterable[Dirt]) -> list[Dirt]:
-    """Union of overlapping or adjacent spans per value stream and scope."""
+    """Union of overlapping or adjacent spans per value stream and scope; dirt carrying a
+    finish change stays as it is."""
     groups: dict[tuple[str, str], list[tuple[int, int | None]]] = {}
-    for d in dirt:
-        groups.setdefault((d.value_stream, d.scope), []).append((d.start, d.end))
     out: list[Dirt] = []
+    for d in dirt:
+        if d.change is not None:
+            out.append(d)
+        else:
+            groups.setdefault((d.value_stream, d.scope), []).append((d.start, d.end))
     for (vs, scope), spans in sorted(groups.items()):
         spans.sort(key=lambda s: s[0])
         cur_lo, cur_hi = spans[0]

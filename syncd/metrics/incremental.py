@@ -5,8 +5,9 @@ transitions, and builds every bucket from days (`syncd/metrics/sweep.py`):
 
 1. **Days.** The days an update must recompute come from the recorded dirt: ``flow`` days
    are swept (starting from the items in progress at the first of a run of days, then along
-   segment events), ``finish`` days keep their stored load and re-read their finished
-   items, and ``cover`` days that had no rows are evaluated afresh. Each touched day stores
+   segment events), ``finish`` days keep their stored load and have their done items
+   changed by the finish changes the dirt carries (or, when it does not carry them all,
+   re-read), and ``cover`` days that had no rows are evaluated afresh. Each touched day stores
    its load (`metric_days`: exact load time, load and age percentiles at its end) and its
    rows.
 2. **Weeks, months, quarters** containing a recomputed day are assembled from the stored
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +49,7 @@ from syncd.metrics.facts import (
     FINISH,
     FLOW,
     Dirt,
+    FinishChange,
     day_of,
     from_us,
     run_changes,
@@ -195,20 +197,31 @@ DaysIn = Callable[[int, int], Mapping[int, tuple[Load, Finished]]]
 """The touched days starting in ``[lo, hi)`` of one value stream."""
 
 
+_UNKNOWN = "finish without change"
+"""The spans of finish dirt that carries no finish change."""
+
+
 @dataclass(slots=True)
 class _Plan:
-    """The days of one value stream an update recomputes, by how."""
+    """The days of one value stream an update recomputes, by how; for finish days, the
+    finish changes the dirt carries, and which of them it does not say all changes of."""
 
     flow: set[int]
     finish: set[int]
     cover: set[int]
+    unknown: set[int]
+    changes: dict[int, list[FinishChange]]
 
     @classmethod
-    def of(cls, spans: Mapping[str, Sequence[tuple[int, int]]]) -> _Plan:
+    def of(
+        cls,
+        spans: Mapping[str, Sequence[tuple[int, int]]],
+        changes: dict[int, list[FinishChange]],
+    ) -> _Plan:
         flow = _days_meeting(spans.get(FLOW, ()))
         finish = _days_meeting(spans.get(FINISH, ())) - flow
         cover = _days_meeting(spans.get(COVER, ())) - flow - finish
-        return cls(flow, finish, cover)
+        return cls(flow, finish, cover, _days_meeting(spans.get(_UNKNOWN, ())), changes)
 
 
 @dataclass(slots=True)
@@ -309,19 +322,29 @@ class _Update:
         """The days the dirt meets, and the longer buckets containing them."""
         dirt = list(recorded)
         dirt.extend(Dirt(vs, FLOW, previous, self.now) for vs in ledger.value_streams(self.conn))
-        for vs, start, at, left in ledger.run_marks(self.conn, previous, self.now):
-            dirt.extend(run_changes(vs, start, at, left))
+        for vs, flow_type, mark in ledger.run_marks(self.conn, previous, self.now):
+            dirt.extend(run_changes(vs, flow_type, mark))
         spans: dict[str, dict[str, list[tuple[int, int]]]] = {}
+        changes: dict[str, dict[int, list[FinishChange]]] = {}
         for d in dirt:
             hi = self.now if d.end is None else min(d.end, self.now)
             if d.start <= hi:
-                spans.setdefault(d.value_stream, {}).setdefault(d.scope, []).append((d.start, hi))
-        plans = {vs: _Plan.of(spans[vs]) for vs in sorted(spans)}
+                vs_spans = spans.setdefault(d.value_stream, {})
+                vs_spans.setdefault(d.scope, []).append((d.start, hi))
+                if d.scope != FINISH:
+                    continue
+                if d.change is None:
+                    vs_spans.setdefault(_UNKNOWN, []).append((d.start, hi))
+                else:
+                    vs_changes = changes.setdefault(d.value_stream, {})
+                    vs_changes.setdefault(day_of(d.start), []).append(d.change)
+        plans = {vs: _Plan.of(spans[vs], changes.get(vs, {})) for vs in sorted(spans)}
 
         stored = self._read_stored(plans)
 
         fresh: dict[str, dict[int, DayResult]] = {vs: {} for vs in plans}
         changed: dict[str, dict[int, Changed]] = {vs: {} for vs in plans}
+        self._difference(plans, stored, fresh, changed)
         runs = [
             self._start_run(vs, days, previous, stored[vs])
             for vs, plan in plans.items()
@@ -501,6 +524,32 @@ class _Update:
             out[day] = (load, Finished.of(day_finishes)) if touched else None
         return out
 
+    def _difference(
+        self,
+        plans: Mapping[str, _Plan],
+        stored: Mapping[str, _StoredDays],
+        fresh: dict[str, dict[int, DayResult]],
+        changed: dict[str, dict[int, Changed]],
+    ) -> None:
+        """Finish days whose every change the dirt carries: their stored done items changed
+        by those finish changes, without reading the day's other finished items (its load
+        cannot have changed). A day is left to `_refinish` (it stays in its plan's finish
+        days) when it has no stored record, when the dirt does not carry all its changes,
+        when its load is empty (whether anything still touches it then depends on canceled
+        items and coverage, which a record does not keep), or when its record lacks an item
+        to take out."""
+        for vs, plan in plans.items():
+            for day in sorted(plan.finish - plan.unknown):
+                old = stored[vs].get(day)
+                if old is None or old[0].empty:
+                    continue
+                finished = old[1].changed_by(plan.changes.get(day, ()))
+                if finished is None:
+                    continue
+                plan.finish.discard(day)
+                fresh[vs][day] = (old[0], finished)
+                changed[vs][day] = _names(finished.changed_slots(old[1]))
+
     def _refinish(
         self,
         days: Mapping[str, Sequence[int]],
@@ -526,9 +575,7 @@ class _Update:
                 if old is None or not touched:
                     changed[vs][day] = None
                 else:
-                    slots = finished.changed_slots(old[1])
-                    names = frozenset(SLOT_NAMES[s] for s in (*slots, ALL_SLOT) if slots)
-                    changed[vs][day] = names
+                    changed[vs][day] = _names(finished.changed_slots(old[1]))
 
     def _day_rows(
         self,
@@ -663,6 +710,11 @@ def _scope(days: Mapping[int, DayResult], changed: Mapping[int, Changed]) -> Sco
             key = (kind, _bucket(kind, day)[0])
             scope[key] = _union(scope.get(key, frozenset()), changed[day])
     return {key: names for key, names in scope.items() if names is None or names}
+
+
+def _names(slots: Collection[int]) -> frozenset[str]:
+    """The rows that changed flow types (slots) change: theirs and "all" (none if none)."""
+    return frozenset(SLOT_NAMES[s] for s in (*slots, ALL_SLOT) if slots)
 
 
 def _union(a: Changed, b: Changed) -> Changed:

@@ -21,7 +21,9 @@ from syncd.metrics.facts import (
     AS_OF_KEY,
     DAY,
     Dirt,
+    FinishChange,
     ItemFacts,
+    RunMark,
     Version,
     day_of,
     item_changes,
@@ -64,6 +66,8 @@ FACTS_KEY = "metric_facts"
 FACTS_VERSION = "1"
 
 _CHUNK = CHUNK
+#: the metric_dirt columns of a finish change (`FinishChange`; all NULL without one)
+_CHANGE_COLUMNS = FinishChange._fields
 _FACT_COLUMNS = (
     "source",
     "item_id",
@@ -87,7 +91,18 @@ _SEGMENT_COLUMNS = (
     "work_start",
     "last_at",
 )
-_RUN_COLUMNS = ("source", "item_id", "run_start", "at", "left", "value_stream")
+_RUN_COLUMNS = (
+    "source",
+    "item_id",
+    "run_start",
+    "at",
+    "left",
+    "value_stream",
+    "flow_type",
+    "done",
+    "flow_time_s",
+    "active_s",
+)
 
 
 def meta(conn: Connection, key: str) -> str | None:
@@ -151,7 +166,9 @@ def _fact_rows(
         (source, item_id, start, end, value_stream, flow_type, f.work_start, f.last_at)
         for start, end in f.segments
     ]
-    runs = [(source, item_id, start, at, left, value_stream) for start, at, left in f.run_marks]
+    runs = [
+        (source, item_id, *mark[:3], value_stream, flow_type, *mark[3:]) for mark in f.run_marks
+    ]
     return fact, segments, runs
 
 
@@ -223,6 +240,8 @@ def _insert_dirt(conn: Connection, dirt: Sequence[Dirt]) -> None:
                     "scope": d.scope,
                     "span_start": d.start,
                     "span_end": d.end,
+                    **dict.fromkeys(_CHANGE_COLUMNS),
+                    **({} if d.change is None else d.change._asdict()),
                 }
                 for d in merge_dirt(dirt)
             ],
@@ -320,25 +339,40 @@ def take_dirt(conn: Connection) -> list[Dirt]:
     dirt a concurrent page commit adds meanwhile stays for the next update."""
     rows = conn.execute(
         DIRT.delete().returning(
-            DIRT.c.value_stream, DIRT.c.scope, DIRT.c.span_start, DIRT.c.span_end
+            DIRT.c.value_stream,
+            DIRT.c.scope,
+            DIRT.c.span_start,
+            DIRT.c.span_end,
+            *(DIRT.c[name] for name in _CHANGE_COLUMNS),
         )
     ).all()
-    return [Dirt(vs, scope, start, end) for vs, scope, start, end in rows]
+    return [
+        Dirt(
+            vs,
+            scope,
+            start,
+            end,
+            None if sign is None else FinishChange(sign, flow_type, bool(done), flow, active),
+        )
+        for vs, scope, start, end, sign, flow_type, done, flow, active in rows
+    ]
 
 
 def clear_dirt(conn: Connection) -> None:
     conn.execute(DIRT.delete())
 
 
-def run_marks(conn: Connection, after: int, until: int) -> list[tuple[str, int, int, bool]]:
-    """(value stream, run start, instant, left) of the changes made in ``(after, until]``
-    to runs of done/canceled that began by `after`."""
+def run_marks(conn: Connection, after: int, until: int) -> list[tuple[str, str, RunMark]]:
+    """(value stream, flow type, mark) of the changes made in ``(after, until]`` to runs of
+    done/canceled that began by `after`."""
+    columns = [RUNS.c[name] for name in _RUN_COLUMNS[2:]]
     rows = conn.execute(
-        sa.select(RUNS.c.value_stream, RUNS.c.run_start, RUNS.c.at, RUNS.c.left).where(
-            RUNS.c.at > after, RUNS.c.at <= until, RUNS.c.run_start <= after
-        )
+        sa.select(*columns).where(RUNS.c.at > after, RUNS.c.at <= until, RUNS.c.run_start <= after)
     ).all()
-    return [(vs, start, at, bool(left)) for vs, start, at, left in rows]
+    return [
+        (vs, flow_type, RunMark(start, at, bool(left), None if done is None else bool(done), *rest))
+        for start, at, left, vs, flow_type, done, *rest in rows
+    ]
 
 
 def value_streams(conn: Connection) -> list[str]:

@@ -24,6 +24,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, insort
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple, cast
 
 from syncd.domain import ALL, FLOW_TYPES
 from syncd.metrics.compute import AgeStats, FlowTimeStats, MetricRow, percentile_sorted
-from syncd.metrics.facts import from_us, seconds
+from syncd.metrics.facts import FinishChange, from_us, seconds
 
 N_TYPES = len(FLOW_TYPES)
 ALL_SLOT = N_TYPES
@@ -203,11 +204,51 @@ class Finished:
             )
         }
 
+    def changed_by(self, changes: Iterable[FinishChange]) -> Finished | None:
+        """A copy with finish `changes` applied (canceled ones change nothing); None when
+        one takes out a done item that is not here."""
+        net: Counter[tuple[int, float | None, float | None]] = Counter()
+        for c in changes:
+            if c.done:
+                net[(TYPE_SLOT[c.flow_type], c.flow_time_s, c.active_s)] += c.sign
+        out = Finished(list(self.velocity), [*map(list, self.flow)], [*map(list, self.active)])
+        for (slot, flow_s, active_s), n in net.items():
+            out.velocity[slot] += n
+            if out.velocity[slot] < 0:
+                return None
+            if flow_s is None or active_s is None:
+                continue  # counted in velocity only, as `of` does
+            flow, active = out.flow[slot], out.active[slot]
+            for _ in range(n):
+                flow.append(flow_s)
+                active.append(active_s)
+            for _ in range(-n):
+                at = _index_of_pair(flow, active, flow_s, active_s)
+                if at is None:
+                    return None
+                del flow[at]
+                del active[at]
+        return out
+
     def absorb(self, other: Finished) -> None:
         for slot in range(N_TYPES):
             self.velocity[slot] += other.velocity[slot]
             self.flow[slot].extend(other.flow[slot])
             self.active[slot].extend(other.active[slot])
+
+
+def _index_of_pair(
+    flow: list[float], active: list[float], flow_s: float, active_s: float
+) -> int | None:
+    """Where the parallel lists hold the pair (`flow_s`, `active_s`), if anywhere."""
+    at = -1
+    while True:
+        try:
+            at = flow.index(flow_s, at + 1)
+        except ValueError:
+            return None
+        if active[at] == active_s:
+            return at
 
 
 def _pack_array(typecode: str, values: Iterable[float] | Iterable[int]) -> str:

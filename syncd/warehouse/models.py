@@ -258,6 +258,11 @@ class MetricRunRow(SQLModel, table=True):
     at: int = _us(primary_key=True)
     left: bool
     value_stream: str
+    # the finish the run held until `at` (syncd.metrics.facts.RunMark); NULL: not known
+    flow_type: str | None = None
+    done: bool | None = None
+    flow_time_s: float | None = None
+    active_s: float | None = None
 
 
 class MetricDayRow(SQLModel, table=True):
@@ -283,6 +288,13 @@ class MetricDirtRow(SQLModel, table=True):
     scope: str
     span_start: int = _us(nullable=False)
     span_end: int | None = _us()
+    # a finish dirt's change to its day's done items (syncd.metrics.facts.FinishChange);
+    # NULL: not known, the day's done items are read again
+    sign: int | None = None
+    flow_type: str | None = None
+    done: bool | None = None
+    flow_time_s: float | None = None
+    active_s: float | None = None
 
 
 class ValueStreamRow(SQLModel, table=True):
