@@ -17,15 +17,16 @@ RSS compares across phases and sizes:
                then, in the same process (as the daemon runs), the next day's 1 % and
                update, timed again (SQLAlchemy's statement cache is warm then).
 
-The full and the incremental update each run `--repeat` times (default 3), every run in a
-fresh process on the same data (the full one on a copy of the generated warehouse, the
-change and the incremental one on a copy of the recomputed one: a copy of the SQLite file,
-or a template database on the throwaway PostgreSQL), and the
-medians are reported, by the wall clock and by the process's CPU time: the machine the
-figures come from is shared, so single runs vary by ±20 %. On PostgreSQL the warehouse is
-vacuumed and analysed after the generation and after the full recompute, as autovacuum has
-long done before a warehouse's daily update (the change and its update follow each other,
-as a sync and the daemon's update do).
+The full recompute, the change and the incremental update run `--repeat` times (default
+3) in turn, every run in a fresh process on the same data (each full recompute on a copy of
+the generated warehouse: a copy of the SQLite file, or a template database on the throwaway
+PostgreSQL; the change and the update on its result). Medians are reported, by the wall
+clock and by the process's CPU time, and the median of each attempt's own ratio
+(`paired_pct_of_full`): the machine the figures come from is shared, so single runs vary by
+±20 % and its speed drifts over minutes, which an attempt's two sides, run one after the
+other, share. On PostgreSQL the warehouse is vacuumed and analysed after the generation and
+after each full recompute, as autovacuum has long done before a warehouse's daily update
+(the change and its update follow each other, as a sync and the daemon's update do).
 
     .venv/bin/python benchmarks/bench_metrics.py --sizes 25000,100000
     .venv/bin/python benchmarks/bench_metrics.py --items 100000 --postgres
@@ -369,21 +370,19 @@ def one_size(
     generated = run_phase("generate", url, count, seed, old_reopens)
     if url.startswith("postgresql"):
         vacuum(url)
-    fulls = []
-    for attempt in range(repeat):  # each from the generated warehouse
+    fulls: list[dict[str, Any]] = []
+    incrementals: list[dict[str, Any]] = []
+    for attempt in range(repeat):
+        # each attempt in turn: the full recompute from the generated warehouse, then a
+        # day's sync and update on its result, so that both sides of an attempt's ratio
+        # run minutes apart at most, whatever the shared machine does over the whole run
         if attempt == 0:
             snapshots.save("generated")
         else:
             snapshots.restore("generated")
         fulls.append(run_phase("full", url, count, seed, old_reopens))
-    if url.startswith("postgresql"):
-        vacuum(url)  # the full recompute, too, happened long before a daily update
-    incrementals = []
-    for attempt in range(repeat):  # each a day's sync and update from the same warehouse
-        if attempt == 0:
-            snapshots.save("recomputed")
-        else:
-            snapshots.restore("recomputed")
+        if url.startswith("postgresql"):
+            vacuum(url)  # the full recompute, too, happened long before a daily update
         changed = run_phase("change", url, count, seed, old_reopens)
         incrementals.append(run_phase("incremental", url, count, seed, old_reopens))
     full_s = median(r["seconds"] for r in fulls)
@@ -391,6 +390,9 @@ def one_size(
     incr_s = median(r["seconds"] for r in incrementals)
     incr_cpu = median(r["cpu_seconds"] for r in incrementals)
     warm_s = median(r["warm_seconds"] for r in incrementals)
+    pairs = list(zip(fulls, incrementals, strict=True))
+    paired = median(100 * i["seconds"] / f["seconds"] for f, i in pairs)
+    paired_cpu = median(100 * i["cpu_seconds"] / f["cpu_seconds"] for f, i in pairs)
     last = incrementals[-1]
     return {
         "dialect": url.split(":", 1)[0].split("+", 1)[0],
@@ -407,6 +409,8 @@ def one_size(
         "incremental_cpu_s": incr_cpu,
         "incremental_pct_of_full": round(100 * incr_s / full_s, 2),
         "incremental_cpu_pct_of_full": round(100 * incr_cpu / full_cpu, 2),
+        "paired_pct_of_full": round(paired, 2),
+        "paired_cpu_pct_of_full": round(paired_cpu, 2),
         "next_day_in_same_process_s": warm_s,
         "next_day_pct_of_full": round(100 * warm_s / full_s, 2),
         "incremental_peak_rss_mb": max(r["peak_rss_mb"] for r in incrementals),
