@@ -16,7 +16,7 @@ from syncd.contract import Cursor, Page
 from syncd.domain import FLOW_TYPES, FlowItem, Stage, Transition
 from syncd.metrics.compute import MetricItem, compute_all, touched_among, touched_periods
 from syncd.metrics.figures import item_figures
-from syncd.metrics.incremental import stored_rows, update_metrics
+from syncd.metrics.incremental import UpdateStats, stored_rows, update_metrics
 from syncd.metrics.periods import PERIOD_KINDS, period_starts
 from syncd.warehouse.store import METRICS, Warehouse
 
@@ -381,24 +381,29 @@ def test_finish_changes_keep_finished_days_exact(
         assert actual_rows(warehouse) == expected_rows(warehouse, as_of)
 
 
-def test_reopening_an_old_item_rewrites_its_old_periods_only(warehouse: Warehouse) -> None:
-    as_of = T0
-    items = [
-        item(i, "A", "defect", history(as_of - timedelta(days=200 - i), [(0, Stage.ACTIVE)]))
-        for i in range(30)  # long-running work in progress, in the load of every recent day
-    ]
-    done = history(as_of - timedelta(days=150), [(2, Stage.ACTIVE), (30, Stage.DONE)])
-    items.append(item(99, "A", "feature", done))
-    page = Page(raws=[], items=items, cursor=Cursor())
-    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
-    assert update_metrics(warehouse, as_of=as_of).full
-    later = as_of + timedelta(hours=1)
+def reopen_one(warehouse: Warehouse, others: list[FlowItem], done: list[Transition]) -> UpdateStats:
+    """Commit `others` and item 99 with the history `done` (ending done), recompute in full
+    at T0, reopen item 99 an hour later and update: the update's stats, its rows checked."""
+    page = Page(raws=[], items=[*others, item(99, "A", "feature", done)], cursor=Cursor())
+    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=T0)
+    assert update_metrics(warehouse, as_of=T0).full
+    later = T0 + timedelta(hours=1)
     reopened = [*done, Transition(later, "done", "active", Stage.DONE, Stage.ACTIVE)]
     page = Page(raws=[], items=[item(99, "A", "feature", reopened)], cursor=Cursor())
     warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=later)
     stats = update_metrics(warehouse, as_of=later)
     assert not stats.full
     assert actual_rows(warehouse) == expected_rows(warehouse, later)
+    return stats
+
+
+def test_reopening_an_old_item_rewrites_its_old_periods_only(warehouse: Warehouse) -> None:
+    items = [
+        item(i, "A", "defect", history(T0 - timedelta(days=200 - i), [(0, Stage.ACTIVE)]))
+        for i in range(30)  # long-running work in progress, in the load of every recent day
+    ]
+    done = history(T0 - timedelta(days=150), [(2, Stage.ACTIVE), (30, Stage.DONE)])
+    stats = reopen_one(warehouse, items, done)
     # the old work end's day, week, month and quarter, and the open ones: not the 150 days
     # in between, where the item was done then and is still done now
     assert stats.buckets <= 12
@@ -408,26 +413,17 @@ def test_reopening_an_old_item_rewrites_its_old_periods_only(warehouse: Warehous
 def test_reopening_an_item_changes_its_old_day_without_reading_the_days_other_items(
     warehouse: Warehouse,
 ) -> None:
-    as_of = T0
     busy = [
-        item(i, "A", "debt", history(as_of - timedelta(days=90), [(0, Stage.ACTIVE)]))
+        item(i, "A", "debt", history(T0 - timedelta(days=90), [(0, Stage.ACTIVE)]))
         for i in range(5)  # in progress all along: the old day's load is not empty
     ]
     same_day = [
-        item(10 + i, "A", "defect", history(as_of - timedelta(days=60, hours=i), steps))
+        item(10 + i, "A", "defect", history(T0 - timedelta(days=60, hours=i), steps))
         for i in range(20)
         for steps in ([(1, Stage.ACTIVE), (30 + i, Stage.DONE)],)
     ]
-    done = history(as_of - timedelta(days=60), [(2, Stage.ACTIVE), (40, Stage.DONE)])
-    page = Page(raws=[], items=[*busy, *same_day, item(99, "A", "feature", done)], cursor=Cursor())
-    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=as_of)
-    assert update_metrics(warehouse, as_of=as_of).full
-    later = as_of + timedelta(hours=1)
-    reopened = [*done, Transition(later, "done", "active", Stage.DONE, Stage.ACTIVE)]
-    page = Page(raws=[], items=[item(99, "A", "feature", reopened)], cursor=Cursor())
-    warehouse.commit_page(source="src", stream="s", run_id="r", page=page, now=later)
-    stats = update_metrics(warehouse, as_of=later)
-    assert actual_rows(warehouse) == expected_rows(warehouse, later)
+    done = history(T0 - timedelta(days=60), [(2, Stage.ACTIVE), (40, Stage.DONE)])
+    stats = reopen_one(warehouse, [*busy, *same_day], done)
     # the reopen's run mark carries the finish it takes out of the old day: the 20 other
     # items done around it are not read again (the update reads today's facts only)
     assert stats.items_read < 20
