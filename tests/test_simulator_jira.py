@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -209,6 +210,31 @@ def test_search_jql_pages_cover_every_issue_exactly_once(
         assert "total" not in page
         assert set(page) <= {"issues", "nextPageToken", "isLast"}
     assert [p["isLast"] for p in pages] == [False] * 7 + [True]
+
+
+def test_held_after_answers_that_many_requests_then_holds_the_next_until_released(
+    make_sim: Callable[..., JiraSimulator], http: Callable[..., httpx.Client]
+) -> None:
+    sim = make_sim(items=10)
+    client = http(sim)
+    answered: list[int] = []
+
+    def ask() -> None:
+        answered.append(client.get("/rest/api/3/serverInfo").status_code)
+
+    with sim.held_after(2):
+        ask()
+        ask()
+        assert not sim.stalled
+        third = threading.Thread(target=ask)
+        third.start()
+        deadline = time.monotonic() + 10
+        while not sim.stalled:
+            assert time.monotonic() < deadline, "the third request was not held"
+            time.sleep(0.005)
+        assert answered == [200, 200]
+    third.join(timeout=10)
+    assert answered == [200, 200, 200] and not sim.stalled
 
 
 def test_search_jql_get_with_query_parameters(

@@ -247,6 +247,8 @@ class Simulator(abc.ABC):
         self._faults: FaultInjector | None = None
         self._open = threading.Event()  # cleared while `held`: API requests wait
         self._open.set()
+        self._hold_from: int | None = None  # `held_after`: the API request count to hold at
+        self._waiting = 0  # API requests waiting while held
 
     # ------------------------------------------------------------------ to implement
 
@@ -305,6 +307,26 @@ class Simulator(abc.ABC):
             yield
         finally:
             self._open.set()
+
+    @contextlib.contextmanager
+    def held_after(self, count: int) -> Iterator[None]:
+        """Answer `count` more API requests, then hold the next ones (as `held`) until the
+        block ends: a sync stops at a chosen request however fast or slow it runs.
+        `stalled` tells when a request waits."""
+        with self._lock:
+            self._hold_from = self._api_count + count
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hold_from = None
+            self._open.set()
+
+    @property
+    def stalled(self) -> bool:
+        """Whether an API request is waiting (`held`, `held_after`)."""
+        with self._lock:
+            return self._waiting > 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -458,7 +480,15 @@ class Simulator(abc.ABC):
         headers: Mapping[str, str],
         raw: bytes,
     ) -> Response:
+        with self._lock:
+            if self._hold_from is not None and self._api_count >= self._hold_from:
+                self._open.clear()
+            waits = not self._open.is_set()
+            self._waiting += waits
         self._open.wait()
+        if waits:
+            with self._lock:
+                self._waiting -= 1
         body: Json = None
         body_error = False
         if raw:
