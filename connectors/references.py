@@ -11,8 +11,9 @@ Three kinds of statement become links, in Jira's vocabulary (`syncd.domain.Link`
 X is written the way the trackers write references (a Jira key, `owner/repo#12`,
 `group/sub/project!3`, `#12` in the item's own project...) or as the URL of an issue, pull
 request, merge request or Jira issue on any host; both forms give the same target key.
-Markdown code (fenced blocks and `inline spans`) is not read: the trackers do not link
-references there either. A markdown link `[text](url)` or `<url>` stands for its URL.
+Markdown code (fenced blocks, blocks indented by four spaces, and `inline spans`) is not
+read: the trackers do not link references there either. A markdown link `[text](url)` or
+`<url>` stands for its URL.
 """
 
 from __future__ import annotations
@@ -122,12 +123,43 @@ _FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,}).*?(?:^[ \t]*\1[ \t\r]*$|\Z)", re.MUL
 _INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1")
 _MARKDOWN_LINK = re.compile(r"\[[^\]\n]*\]\(\s*<?(https?://[^\s()<>]+)>?(?:\s+\"[^\"\n]*\")?\s*\)")
 _AUTOLINK = re.compile(r"<(https?://[^\s<>]+)>")
+#: a list item's marker and the spaces after it: its content starts where they end
+_LIST_ITEM = re.compile(r"(?:[-+*]|\d{1,9}[.)])(?: {1,4}|$)")
+
+
+def _without_indented_code(text: str) -> str:
+    """Blank out markdown's indented code blocks: lines indented by four spaces or more
+    (a tab stops at four) past the content of the list item they are in, after a blank
+    line or another such line. A line indented less that follows a paragraph without a
+    blank line is still that paragraph, and the item's own paragraphs stay."""
+    out: list[str] = []
+    content = 0  # where the current list item's content starts; 0 outside lists
+    in_code, after_blank = False, True
+    for line in text.split("\n"):
+        columns = line.expandtabs(4)
+        if not columns.strip():
+            out.append(line)
+            after_blank = True
+            continue
+        indent = len(columns) - len(columns.lstrip(" "))
+        if (in_code or after_blank) and indent >= content + 4:
+            out.append("")
+            in_code, after_blank = True, False
+            continue
+        item = _LIST_ITEM.match(columns, indent)
+        if item is not None:
+            content = item.end() if columns[item.end() :].strip() else indent + 2
+        elif after_blank and indent < content:
+            content = 0  # a paragraph outside the list: the list ended
+        out.append(line)
+        in_code, after_blank = False, False
+    return "\n".join(out)
 
 
 def prose(text: str) -> str:
     """Markdown text as its references read: code blocks and spans blanked out, links
     `[text](url)` and `<url>` replaced by their URL."""
-    text = _FENCED.sub("\n", text)
+    text = _without_indented_code(_FENCED.sub("\n", text))
     text = _INLINE_CODE.sub(" ", text)
     text = _MARKDOWN_LINK.sub(r"\1", text)
     return _AUTOLINK.sub(r"\1", text)

@@ -269,8 +269,9 @@ def rebuilder_for(source: SourceConfig) -> Rebuilder | None:
 
 #: what the connectors' parsers keep of a record; raised when they keep more, so that items
 #: written by an older syncd are rebuilt from their raw pages (2: labels; 3: links written as
-#: URLs, GitLab merge requests' closing references, no link from a negated "blocked by")
-PARSER_VERSION = 3
+#: URLs, GitLab merge requests' closing references, no link from a negated "blocked by";
+#: 4: no link from an indented code block)
+PARSER_VERSION = 4
 
 
 def config_record(source: SourceConfig) -> str:

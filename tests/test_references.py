@@ -110,6 +110,25 @@ def test_what_is_no_blocked_by_reference(text: str) -> None:
     assert blockers(GH, text) == [] and blockers(GL, text) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("Intro\n\n    blocked by #3\n\nText", []),  # an indented code block
+        ("    blocked by #3", []),
+        ("Intro\n\n\tblocked by #3", []),  # a tab stops at four
+        ("x\n\n    code\n\nblocked by #7", ["acme/web#7"]),  # after the block: prose
+        ("para\n    blocked by #3", ["acme/web#3"]),  # no blank line: the paragraph goes on
+        ("  blocked by #6", ["acme/web#6"]),  # indented less than four
+        ("- item\n\n    blocked by #3", ["acme/web#3"]),  # the list item's own paragraph
+        ("1. first\n2. second\n\n   blocked by #4", ["acme/web#4"]),
+        ("- item\n\n        blocked by #3", []),  # code inside the list item
+        ("- item\n\nafter the list\n\n    blocked by #5", []),
+    ],
+)
+def test_indented_code_blocks_are_not_read(text: str, found: list[str]) -> None:
+    assert blockers(GH, text) == found
+
+
 def test_code_hides_only_what_it_encloses() -> None:
     text = "```\nblocked by #1\n```\nBlocked by #2 (see `depends on #3`) and depends on #4"
     assert blockers(GH, text) == ["acme/web#2", "acme/web#4"]
