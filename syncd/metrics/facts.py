@@ -128,9 +128,13 @@ def item_facts(
     transitions: Sequence[Transition],
     as_of: datetime | None = None,
     timeline: ItemTimeline | None = None,
+    *,
+    finishes: bool = True,
 ) -> ItemFacts:
     """The facts of one item as of `as_of` (None: its whole history). `timeline`, when the
-    caller has it, is ``item_timeline(transitions, as_of)``."""
+    caller has it, is ``item_timeline(transitions, as_of)``. Without `finishes`, run marks
+    do not carry the finish their run held (it costs a timeline per mark): for callers that
+    read the item's figures and segments only."""
     if timeline is None:
         timeline = item_timeline(transitions, as_of)
     f = timeline.figures
@@ -146,6 +150,8 @@ def item_facts(
         ),
         run_marks=tuple(
             RunMark(start, at, left, *_finish_before(transitions, start, at))
+            if finishes
+            else RunMark(start, at, left)
             for start, at, left in _run_marks(transitions, as_of)
         ),
         last_at=to_us(max(t.at for t in transitions)) if transitions else None,
@@ -220,7 +226,7 @@ class Version:
 
 def _cut(version: Version, as_of: datetime) -> tuple[list[tuple[datetime, Stage]], ItemFacts]:
     transitions = [Transition(at, None, "", None, stage) for at, stage in version.steps]
-    return stage_steps(transitions, as_of), item_facts(transitions, as_of)
+    return stage_steps(transitions, as_of), item_facts(transitions, as_of, finishes=False)
 
 
 def _whole(value_stream: str, f: ItemFacts) -> list[Dirt]:

@@ -412,7 +412,7 @@ def pending(conn: Connection, as_of: int, as_of_time: datetime) -> dict[str, lis
         mine = [h for h in heads if h.source == source]
         histories = load_transitions(conn, source, [h.item_id for h in mine])
         for h in mine:
-            f = item_facts(histories.get(h.item_id, []), as_of_time)
+            f = item_facts(histories.get(h.item_id, []), as_of_time, finishes=False)
             out.setdefault(h.value_stream, []).append(Pending(TYPE_SLOT[h.flow_type], f))
     return out
 
